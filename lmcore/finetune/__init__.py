@@ -1,0 +1,35 @@
+"""Fine-tuning pretrained Hugging Face causal LMs on PubMedQA: data builders and SFT / LoRA / DPO recipes."""
+
+from lmcore.finetune.data import (
+    build_lm_dataset,
+    build_preference_dataset,
+    build_qa_dataset,
+    qa_completion,
+    qa_prompt,
+    wrong_decision,
+)
+from lmcore.finetune.recipes import (
+    METHODS,
+    MODES,
+    FinetuneResult,
+    FinetuneSettings,
+    default_learning_rate,
+    finetune,
+    linear_module_names,
+)
+
+__all__ = [
+    "METHODS",
+    "MODES",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "build_lm_dataset",
+    "build_preference_dataset",
+    "build_qa_dataset",
+    "default_learning_rate",
+    "finetune",
+    "linear_module_names",
+    "qa_completion",
+    "qa_prompt",
+    "wrong_decision",
+]
