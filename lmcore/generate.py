@@ -124,7 +124,7 @@ def generate_tokens(
     model = as_language_model(model)
     prompt_ids = [int(token) for token in prompt_ids]
     _check_settings(model, prompt_ids, max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty)
-    device = _model_device(model)
+    device = model.device
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
@@ -183,11 +183,6 @@ def _check_settings(
                 f"model's context window of {window} tokens; got max_new_tokens={max_new_tokens}"
             )
 
-
-def _model_device(model: LanguageModel) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.inference_mode()

@@ -49,7 +49,7 @@ def test_unknown_size_lists_the_names():
         (dict(n_embd=65), "divisible by n_head"),
         (dict(n_layer=0), "n_layer must be a positive"),
         (dict(block_size=0), "block_size must be a positive"),
-        (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(dropout=1.0), r"dropout must be a number in \[0, 1\)"),
         (dict(vocab_size=1), "vocab_size must be at least 2"),
         (dict(n_embdd=64), "unknown gpt config field"),
     ],
@@ -258,7 +258,7 @@ def test_bad_input_ids_raise(input_ids, message):
 
 
 def test_labels_of_wrong_shape_raise():
-    with pytest.raises(ValueError, match="labels must have the shape"):
+    with pytest.raises(ValueError, match="labels must be an int64 tensor with the shape of input_ids"):
         tiny_model()(random_ids(2, 8), labels=random_ids(2, 7))
 
 

@@ -167,7 +167,28 @@ def _ptb_word(word: str) -> str | None:
     return None
 
 
-class WordTokenizer(Tokenizer):
+class _VocabularyTokenizer(Tokenizer):
+    """A tokenizer with an explicit vocabulary list: ``<eos>`` is id 0, ``<unk>`` id 1."""
+
+    vocab: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def eos_id(self) -> int:
+        return 0
+
+    @property
+    def unk_id(self) -> int:
+        return 1
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_with_stats(text)[0]
+
+
+class WordTokenizer(_VocabularyTokenizer):
     """Whitespace-separated words; ``<eos>`` for each line end, ``<unk>`` for unknown words.
 
     Vocabulary: ``<eos>`` (id 0), ``<unk>`` (id 1), then the training words by
@@ -225,21 +246,6 @@ class WordTokenizer(Tokenizer):
             words = words[: max_vocab_size - 2]
         return cls([EOS_TOKEN, UNK_TOKEN, *words], normalization)
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def eos_id(self) -> int:
-        return 0
-
-    @property
-    def unk_id(self) -> int:
-        return 1
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_with_stats(text)[0]
-
     def encode_with_stats(self, text: str) -> tuple[list[int], int]:
         """``(ids, num_oov)``; ``num_oov`` counts words outside the vocabulary (not literal ``<unk>``)."""
         index, unk_id, eos_id = self._index, self.unk_id, self.eos_id
@@ -278,7 +284,7 @@ class WordTokenizer(Tokenizer):
 # --------------------------------------------------------------------------- character level
 
 
-class CharTokenizer(Tokenizer):
+class CharTokenizer(_VocabularyTokenizer):
     """One id per character: ``<eos>`` (id 0), ``<unk>`` (id 1), then the training characters sorted.
 
     A character not seen in training encodes as ``<unk>`` and counts as
@@ -303,21 +309,6 @@ class CharTokenizer(Tokenizer):
         if not text:
             raise ValueError("cannot build a character vocabulary from empty text; pass the training split")
         return cls([EOS_TOKEN, UNK_TOKEN, *sorted(set(text))])
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def eos_id(self) -> int:
-        return 0
-
-    @property
-    def unk_id(self) -> int:
-        return 1
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_with_stats(text)[0]
 
     def encode_with_stats(self, text: str) -> tuple[list[int], int]:
         """``(ids, num_oov)``; ``num_oov`` counts characters not seen in training."""

@@ -191,11 +191,6 @@ def evaluate_perplexity(
     return totals.result(num_bytes)
 
 
-def _model_device(model: LanguageModel) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
 
 def _score_recurrent(
     model: LanguageModel, ids: torch.Tensor, totals: _Totals, *, batch_size: int, block_length: int
@@ -222,7 +217,7 @@ def _score_recurrent(
         labels[b, : length - 1] = stream[1:]
         start += length
 
-    device = _model_device(model)
+    device = model.device
     inputs, labels = inputs.to(device), labels.to(device)
     state = None
     for begin in range(0, steps, block_length):
@@ -256,7 +251,7 @@ def _score_sliding_window(
         if end == num_inputs:
             break
 
-    device = _model_device(model)
+    device = model.device
     for first in range(0, len(windows), batch_size):
         group = windows[first : first + batch_size]
         width = max(end - begin for begin, end, _ in group)

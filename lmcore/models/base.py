@@ -41,6 +41,56 @@ IGNORE_INDEX = -100
 MODEL_REGISTRY: dict[str, type[LanguageModel]] = {}
 
 
+# ---------------------------------------------------------------------------- input and config checks
+def check_positive_int(name: str, value: Any) -> None:
+    """ValueError unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_dropout(value: Any) -> None:
+    """ValueError unless ``value`` is a probability in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {value!r}")
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+
+
+def check_tokens(input_ids: Any, labels: Any, vocab_size: int) -> None:
+    """ValueError unless ``input_ids`` is a non-empty (batch, time) tensor of int64 or int32 ids in
+    ``[0, vocab_size)`` and ``labels`` is None or an int64 tensor of the same shape."""
+    is_token_matrix = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2
+    if not is_token_matrix or input_ids.dtype not in (torch.long, torch.int32):
+        described = (
+            f"shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
+            else type(input_ids).__name__
+        )
+        raise ValueError(f"input_ids must be a (batch, time) tensor of int64 or int32 token ids, got {described}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"input_ids must hold at least one token, got shape {tuple(input_ids.shape)}")
+    # A data-dependent check: skipped under torch.compile, where it would break the graph.
+    if not torch.compiler.is_compiling():
+        low, high = (int(v) for v in torch.aminmax(input_ids))
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"token ids must be in [0, {vocab_size}) (vocab_size), got ids in [{low}, {high}]"
+            )
+    if labels is not None and (
+        not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape or labels.dtype != torch.long
+    ):
+        described = (
+            f"shape {tuple(labels.shape)} and dtype {labels.dtype}" if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
+        raise ValueError(
+            f"labels must be an int64 tensor with the shape of input_ids {tuple(input_ids.shape)}, got {described}"
+        )
+
+
 @dataclass
 class LMConfig:
     """Fields every model config has. Subclasses add their own and set ``model_type``."""
@@ -114,6 +164,13 @@ class LanguageModel(nn.Module):
                 f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
             )
         self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (the CPU for a model without any)."""
+        for tensor in self.parameters():
+            return tensor.device
+        return torch.device("cpu")
 
     @property
     def max_context(self) -> int | None:

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmcore.models.base import LanguageModel, LMConfig, LMOutput, lm_loss
+from lmcore.models.base import (
+    LanguageModel, LMConfig, LMOutput, check_dropout, check_positive_int, check_tokens, lm_loss,
+)
 
 if TYPE_CHECKING:
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -70,14 +72,12 @@ class GPTConfig(LMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) to split it into heads"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self.dropout)
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
 
@@ -253,7 +253,8 @@ class GPT(LanguageModel):
         use_cache: return the KV cache of all tokens so far as ``state``: a tuple with one
             (keys, values) pair per layer, each (B, n_head, P + T, n_embd // n_head).
         """
-        B, T = self._check_inputs(input_ids, labels)
+        check_tokens(input_ids, labels, self.config.vocab_size)
+        B, T = input_ids.shape
         past_length = self._cache_length(state, B)
         if past_length + T > self.config.block_size:
             raise ValueError(
@@ -280,29 +281,6 @@ class GPT(LanguageModel):
 
         loss = lm_loss(logits, labels) if labels is not None else None
         return LMOutput(logits=logits, loss=loss, state=tuple(new_cache) if use_cache else None)
-
-    def _check_inputs(self, input_ids: torch.Tensor, labels: torch.Tensor | None) -> tuple[int, int]:
-        """ValueError for inputs the model cannot take; returns (batch, time)."""
-        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(
-                f"input_ids must be a (batch, time) tensor of int64 or int32 token ids, "
-                f"got shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}"
-            )
-        B, T = input_ids.shape
-        if T == 0:
-            raise ValueError("input_ids must hold at least one token per row")
-        # A data-dependent check: skipped under torch.compile, where it would break the graph.
-        if not torch.compiler.is_compiling():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(
-                    f"token ids must be in [0, {self.config.vocab_size}) (vocab_size), got ids in [{low}, {high}]"
-                )
-        if labels is not None and labels.shape != input_ids.shape:
-            raise ValueError(
-                f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}"
-            )
-        return B, T
 
     def _cache_length(self, state: KVCache | None, batch_size: int) -> int:
         """Number of cached tokens P in a KV cache (0 without one); ValueError for a malformed cache."""

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lmcore.models.base import LMConfig
-from lmcore.models.rnn import RecurrentConfig, RecurrentLM, check_choice
+from lmcore.models.base import LMConfig, check_choice
+from lmcore.models.rnn import RecurrentConfig, RecurrentLM
 
 LSTM_CELLS: tuple[str, ...] = ("torch", "handwritten")
 

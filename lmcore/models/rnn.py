@@ -31,60 +31,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lmcore.models.base import LanguageModel, LMConfig, LMOutput, lm_loss
+from lmcore.models.base import (
+    LanguageModel, LMConfig, LMOutput, check_dropout, check_positive_int, check_tokens, lm_loss,
+)
 
 # Zaremba et al. / word_language_model: embeddings and decoder start uniform in ±0.1.
 EMBEDDING_INIT_RANGE = 0.1
-
-
-# ---------------------------------------------------------------------------- validation
-def check_positive_int(name: str, value: Any) -> None:
-    """ValueError unless ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_dropout(value: Any) -> None:
-    """ValueError unless ``value`` is a probability in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1), got {value!r}")
-
-
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """ValueError unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
-
-
-def check_tokens(input_ids: Any, labels: Any, vocab_size: int) -> None:
-    """ValueError unless ``input_ids`` is a non-empty (batch, time) tensor of int64 or int32 ids in
-    ``[0, vocab_size)`` and ``labels`` is None or an int64 tensor of the same shape."""
-    is_token_matrix = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2
-    if not is_token_matrix or input_ids.dtype not in (torch.long, torch.int32):
-        described = (
-            f"shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
-            else type(input_ids).__name__
-        )
-        raise ValueError(f"input_ids must be a (batch, time) tensor of int64 or int32 token ids, got {described}")
-    if input_ids.numel() == 0:
-        raise ValueError(f"input_ids must hold at least one token, got shape {tuple(input_ids.shape)}")
-    # A data-dependent check: skipped under torch.compile, where it would break the graph.
-    if not torch.compiler.is_compiling():
-        low, high = (int(v) for v in torch.aminmax(input_ids))
-        if low < 0 or high >= vocab_size:
-            raise ValueError(
-                f"token ids must be in [0, {vocab_size}) (vocab_size), got ids in [{low}, {high}]"
-            )
-    if labels is not None and (
-        not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape or labels.dtype != torch.long
-    ):
-        described = (
-            f"shape {tuple(labels.shape)} and dtype {labels.dtype}" if isinstance(labels, torch.Tensor)
-            else type(labels).__name__
-        )
-        raise ValueError(
-            f"labels must be an int64 tensor with the shape of input_ids {tuple(input_ids.shape)}, got {described}"
-        )
 
 
 # ---------------------------------------------------------------------------- shared recurrent LM

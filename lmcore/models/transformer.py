@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmcore.models.base import LanguageModel, LMConfig, LMOutput, lm_loss
-from lmcore.models.rnn import check_choice, check_dropout, check_positive_int, check_tokens
+from lmcore.models.base import (
+    LanguageModel, LMConfig, LMOutput, check_choice, check_dropout, check_positive_int, check_tokens, lm_loss,
+)
 
 NORM_POSITIONS: tuple[str, ...] = ("post", "pre")
 
