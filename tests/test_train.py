@@ -160,3 +160,9 @@ def test_one_and_two_cpu_processes_agree(corpus: Path, tmp_path: Path) -> None:
     assert config["hardware"]["num_processes"] == 2
     assert math.isclose(results[0]["best_valid_ppl"], results[1]["best_valid_ppl"], rel_tol=1e-3)
     assert math.isclose(results[0]["test_ppl"], results[1]["test_ppl"], rel_tol=1e-3)
+
+
+def test_tensorboard_logs_through_accelerate_trackers(corpus: Path, tmp_path: Path) -> None:
+    tiny("gpt", corpus, tmp_path / "run", max_steps=10, report_to=["tensorboard"])
+    event_files = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert event_files and event_files[0].stat().st_size > 0
