@@ -33,8 +33,10 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
+from tqdm.auto import tqdm
 
 from lmcore.data import load_tokenizer
+from lmcore.generate import generate
 from lmcore.io import append_jsonl, atomic_write_json
 from lmcore.models import LanguageModel, build_model, load_model
 from lmcore.train import checkpoint as ckpt
@@ -341,8 +343,6 @@ class _Runner:
     def _write_samples(self, epoch: float) -> None:
         if not self.main:
             return
-        from lmcore.generate import generate
-
         for prompt in self.config.sample_prompts:
             for strategy, options in (("greedy", {}), ("top_p", {"do_sample": True, "top_p": 0.9, "seed": self.config.seed})):
                 text = generate(self.raw_model, self.data.tokenizer, prompt,
@@ -354,8 +354,6 @@ class _Runner:
     def _progress_bar(self) -> Any:
         if not self.main:
             return None
-        from tqdm.auto import tqdm
-
         total = self.config.max_steps or self.config.epochs * self.data.batches_per_epoch
         return tqdm(total=total, initial=self.progress.step, desc=f"train {self.config.model}", unit="step",
                     dynamic_ncols=True, disable=os.environ.get("LMCORE_NO_PROGRESS") == "1")
