@@ -19,6 +19,7 @@ gradients, so 1 and N processes compute the same update (up to floating-point or
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -121,6 +122,13 @@ def _train(config: TrainConfig, resume: bool, command: list[str] | None, interru
         rank_state = ckpt.load_torch(folder / ckpt.rank_file(rank))
         hidden = rank_state.get("hidden")
         ckpt.set_rng_state(rank_state["rng"])
+        if accelerator.is_main_process:  # keep a record of every resumption beside the original command
+            record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            record.setdefault("resumes", []).append({
+                "command": command if command is not None else sys.argv, "git_commit": _git_commit(),
+                "at_step": progress.step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+            atomic_write_json(out / "config.json", record)
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         data.tokenizer.save(out / "tokenizer")
