@@ -23,8 +23,14 @@ Default learning rates (override with ``learning_rate=``):
 
 Every run writes into ``out_dir``:
 
-- ``config.json``: the resolved settings, LoRA config, command line, library
-  versions and (at the end) the result;
+- ``config.json``: the resolved settings, LoRA config, trainable and total
+  parameters (``parameters``), command line, library versions and (at the end)
+  the result: steps, losses, ``train_seconds`` (wall-clock time of
+  ``trainer.train()``), the device, and peak memory: ``peak_rss_bytes``, the
+  process's peak resident memory (CPU RAM; a process-lifetime peak, so it
+  includes loading, which ``peak_rss_before_train_bytes`` shows alone) and, on a
+  GPU, ``cuda_max_memory_allocated_bytes`` during training (tensors only, not
+  the allocator's cache). Together they compare full fine-tuning with LoRA;
 - ``metrics.jsonl``: one JSON object per logging / evaluation step, with
   ``step, epoch, split ("train"/"valid"), loss, ppl, lr, time`` (seconds since
   the start of training; ``ppl = exp(loss)``, and ``null`` for DPO whose loss is
@@ -260,6 +266,7 @@ def finetune(
         "gguf_file": gguf_file,
         "settings": dataclasses.asdict(settings),
         "lora": _jsonable(peft_config.to_dict()) if peft_config is not None else None,
+        "parameters": _parameter_counts(trainer.model),
         "train_examples": len(train_dataset),
         "eval_examples": len(eval_dataset) if eval_dataset is not None else 0,
         "model_dir": str(model_dir),
@@ -271,7 +278,13 @@ def finetune(
     if is_main:
         atomic_write_json(out_dir / CONFIG_FILE, config)
 
+    device = trainer.args.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    peak_rss_before = _peak_rss_bytes()
+    start = time.perf_counter()
     output = trainer.train()
+    train_seconds = time.perf_counter() - start
 
     config["result"] = {
         "global_step": trainer.state.global_step,
@@ -279,6 +292,12 @@ def finetune(
         "train_loss": output.training_loss,
         "best_eval_loss": trainer.state.best_metric,
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+        "train_seconds": train_seconds,
+        "train_samples_per_second": output.metrics.get("train_samples_per_second"),
+        "device": str(device),
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_before_train_bytes": peak_rss_before,
+        "cuda_max_memory_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }
     if is_main:
         trained = trainer.accelerator.unwrap_model(trainer.model)
@@ -291,6 +310,23 @@ def finetune(
         atomic_write_json(out_dir / CONFIG_FILE, config)
     trainer.accelerator.wait_for_everyone()
     return FinetuneResult(out_dir=out_dir, model_dir=model_dir, adapter_dir=adapter_dir, config=config)
+
+
+def _parameter_counts(model: nn.Module) -> dict[str, Any]:
+    """Trainable and total parameters of the model being trained (a LoRA model: base + adapter)."""
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    total = sum(parameter.numel() for parameter in model.parameters())
+    return {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total}
+
+
+def _peak_rss_bytes() -> int | None:
+    """The process's peak resident memory so far, in bytes (None where the OS does not report it)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
 def linear_module_names(model: nn.Module) -> list[str]:

@@ -51,6 +51,7 @@ class HFCausalLM(LanguageModel):
             )
         )
         self.model = hf_model
+        self.train(hf_model.training)  # nn.Module starts in train mode; follow the wrapped model instead
 
     @property
     def max_context(self) -> int | None:
