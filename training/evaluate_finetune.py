@@ -57,11 +57,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # Python puts this script's folder first on sys.path, and training/evaluate.py (the cross-domain
-    # script) would then shadow the `evaluate` library that the PubMedQA metrics load with.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 DEFAULT_PROMPTS = (
     # The course example, verbatim, and the same question in the fine-tuning prompt format.
     "Question: What causes COVID-19? Context: COVID-19 is caused by the SARS-CoV-2 virus. Answer:",
