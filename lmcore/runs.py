@@ -56,6 +56,10 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "hardware": hardware.get("gpu") or f"{hardware['cpu_count']} CPU cores, {hardware['torch_threads']} threads",
         "command": " ".join(config["command"]),
         "git_commit": config["git_commit"],
+        "resumes": [
+            f"`{' '.join(resume['command'])}` at step {resume['at_step']} (commit {resume['git_commit']})"
+            for resume in config.get("resumes", [])
+        ],
         "seed": config["config"]["seed"],
     }
 

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarize_run(out / run.name))
         table = markdown_table(rows)
         atomic_write_json(out / "summary.json", rows)
-        commands = "\n".join(f"- `{row['run']}`: `{row['command']}` (seed {row['seed']}, commit {row['git_commit']})" for row in rows)
+        commands = "\n".join(
+            f"- `{row['run']}`: `{row['command']}` (seed {row['seed']}, commit {row['git_commit']})"
+            + "".join(f"; resumed with {resume}" for resume in row["resumes"])
+            for row in rows
+        )
         atomic_write_text(out / "summary.md", f"{table}\n\nCommands:\n\n{commands}\n")
         if args.readme:
             readme = Path(args.readme)
