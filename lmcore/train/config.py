@@ -203,21 +203,25 @@ def build_arg_parser() -> argparse.ArgumentParser:
         _add_flag(group, name, default, helps.get(name, name))
     group = parser.add_argument_group("model size and shape (each applies to the model types named)")
     for name, (kind, owners) in _model_fields().items():
-        _add_flag(group, name, kind(), f"{name.replace('_', ' ')} ({', '.join(owners)}); default: the preset's, else the model's")
+        _add_flag(group, name, kind(), f"{name.replace('_', ' ')} ({', '.join(owners)}); default: the preset's, "
+                  "else the model config's", show_default=False)
     return parser
 
 
-def _add_flag(group: argparse._ArgumentGroup, name: str, default: Any, help_text: str) -> None:
+def _add_flag(group: argparse._ArgumentGroup, name: str, default: Any, help_text: str, show_default: bool = True) -> None:
+    """A flag parsed to the type of ``default`` (whose value is shown in --help when ``show_default``)."""
     flag = "--" + name.replace("_", "-")
+    if show_default:
+        help_text = f"{help_text} (default: {list(default) if isinstance(default, tuple) else default})"
     if isinstance(default, bool):
-        group.add_argument(flag, type=_parse_bool, metavar="{true,false}", help=f"{help_text} (default: {default})")
+        group.add_argument(flag, type=_parse_bool, metavar="{true,false}", help=help_text)
     elif isinstance(default, (list, tuple)):
         item_type = type(default[0]) if default else str
-        group.add_argument(flag, type=item_type, nargs="*", help=f"{help_text} (default: {list(default)})")
+        group.add_argument(flag, type=item_type, nargs="*", help=help_text)
     elif default is None or isinstance(default, str):
-        group.add_argument(flag, type=_parse_optional_int if name in _OPTIONAL_INTS else str, help=f"{help_text} (default: {default})")
+        group.add_argument(flag, type=_parse_optional_int if name in _OPTIONAL_INTS else str, help=help_text)
     else:
-        group.add_argument(flag, type=type(default), help=f"{help_text} (default: {default})")
+        group.add_argument(flag, type=type(default), help=help_text)
 
 
 _OPTIONAL_INTS = {"max_steps", "early_stopping_patience", "eval_stride"}
