@@ -412,14 +412,7 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a ``results.json`` written by :func:`write_results`; ValueError naming the file when it does not fit."""
     path = Path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read results file {str(path)!r}: {error}") from error
-    if not isinstance(results, dict) or not isinstance(results.get("meta"), dict) or not isinstance(
-        results.get("rows"), list
-    ):
-        raise ValueError(f"results file {str(path)!r} must hold {{\"meta\": {{...}}, \"rows\": [...]}}")
+    results = _read_meta_json(path, "results", "rows")
     for index, row in enumerate(results["rows"]):
         if not isinstance(row, dict) or set(row) != set(ROW_KEYS):
             raise ValueError(f"results file {str(path)!r}: row {index} must have exactly the keys {list(ROW_KEYS)}")
@@ -524,14 +517,18 @@ def _score_with_reference(samples: list[dict[str, Any]], reference: str, run: Ru
 
 def load_samples(path: str | Path) -> dict[str, Any]:
     """Read a ``samples.json`` written by ``training/sample.py``; ValueError naming the file when it does not fit."""
-    path = Path(path)
+    return _read_meta_json(Path(path), "samples", "samples")
+
+
+def _read_meta_json(path: Path, kind: str, list_key: str) -> dict[str, Any]:
+    """A JSON file of the form {"meta": {...}, list_key: [...]}; ValueError naming the file otherwise."""
     try:
-        samples = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read samples file {str(path)!r}: {error}") from error
-    if not isinstance(samples, dict) or not isinstance(samples.get("meta"), dict) or not isinstance(
-        samples.get("samples"), list
+        raise ValueError(f"cannot read {kind} file {str(path)!r}: {error}") from error
+    if not isinstance(content, dict) or not isinstance(content.get("meta"), dict) or not isinstance(
+        content.get(list_key), list
     ):
-        raise ValueError(f"samples file {str(path)!r} must hold {{\"meta\": {{...}}, \"samples\": [...]}}")
-    return samples
+        raise ValueError(f"{kind} file {str(path)!r} must hold {{\"meta\": {{...}}, \"{list_key}\": [...]}}")
+    return content
 
