@@ -17,15 +17,18 @@ import argparse
 import json
 import random
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from lmcore.data import WordTokenizer
-from lmcore.eval.crossdomain import evaluate_runs
-from lmcore.io import atomic_write_json
-from lmcore.models import build_model, load_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lmcore.data import WordTokenizer  # noqa: E402
+from lmcore.eval.crossdomain import evaluate_runs  # noqa: E402
+from lmcore.io import atomic_write_json  # noqa: E402
+from lmcore.models import build_model, load_model  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from lmcore.generate import generate_tokens
-from lmcore.models import GPT, GPTConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lmcore.generate import generate_tokens  # noqa: E402
+from lmcore.models import GPT, GPTConfig  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

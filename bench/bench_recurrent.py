@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmcore.models.base import LanguageModel
-from lmcore.models.lstm import LSTMConfig, LSTMLM
-from lmcore.models.rnn import RNNLM, RNNConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lmcore.models.base import LanguageModel  # noqa: E402
+from lmcore.models.lstm import LSTMConfig, LSTMLM  # noqa: E402
+from lmcore.models.rnn import RNNLM, RNNConfig  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- baseline

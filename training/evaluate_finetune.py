@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 DEFAULT_PROMPTS = (
     # The course example, verbatim, and the same question in the fine-tuning prompt format.
     "Question: What causes COVID-19? Context: COVID-19 is caused by the SARS-CoV-2 virus. Answer:",

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from lmcore.finetune import METHODS, MODES, FinetuneSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lmcore.finetune import METHODS, MODES, FinetuneSettings  # noqa: E402
 
 DEFAULTS = FinetuneSettings()
 
