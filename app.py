@@ -19,6 +19,7 @@ from lmcore.app import about, generation, plots, pubmedqa, runs, scoring
 from lmcore.app.training import MAX_STEPS_CAP, TRAIN_PRESETS, TRAIN_TOKENIZERS
 from lmcore.data import CORPUS_NAMES
 from lmcore.models import MODEL_TYPES
+from lmcore.runs import read_run
 
 CSS = """
 .app-header h1 { margin-bottom: 0.1em; }
@@ -212,7 +213,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         # ====================================================================== wiring
         def monitor(selected: list[str], last_signature, force: bool = False):
             # Re-read config.json and results.json: a run in progress gains them as it goes.
-            chosen = [runs.read_run(state.runs[name].path, name, state.runs[name].root)
+            chosen = [read_run(state.runs[name].path, name, state.runs[name].root)
                       for name in (selected or []) if name in state.runs]
             current = runs.metrics_signature(chosen) + (tuple(selected or []),)
             training = state.trainer.status()

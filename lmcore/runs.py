@@ -1,4 +1,10 @@
-"""Run folders after training: export a small reference copy, summarise results.
+"""Run folders: read them, export a small reference copy, summarise results.
+
+A run folder (see README.md, "The run folder") holds ``config.json``, ``metrics.jsonl``,
+``results.json``, ``samples.jsonl``, ``checkpoints/{best,last}/`` and ``tokenizer/``.
+:func:`read_run` reads what a folder holds so far into a :class:`RunInfo` (a run still
+training may lack ``results.json``, even ``config.json``); the app, the cross-domain
+evaluation and the publishing script all read runs through it.
 
 ``export_run`` copies what the app and the reports read (``config.json``,
 ``metrics.jsonl``, ``results.json``, ``samples.jsonl``, ``tokenizer/``) and re-saves the
@@ -8,22 +14,162 @@ best checkpoint with fp16 weights, so reference runs fit in the repository's ass
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmcore.models import load_model
+from lmcore.models import CONFIG_NAME, load_model
+from lmcore.train.checkpoint import find_checkpoint
 
 RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "samples.jsonl")
 
 
+@dataclass
+class RunInfo:
+    """What a run folder's records say about it (the model is not loaded)."""
+
+    name: str  # the folder name, or a label the caller made unique (root label or path added)
+    path: Path
+    root: str  # label of the root the app found it in ("reference" for assets/runs); "" elsewhere
+    config: dict[str, Any]  # config.json (empty when not written yet)
+    results: dict[str, Any] | None  # results.json once the run finished
+
+    @property
+    def kind(self) -> str:
+        """``"lm"`` (trained from scratch by train_lm.py), ``"finetune"`` (training/finetune.py) or ``"unknown"``."""
+        if "method" in self.config:
+            return "finetune"
+        if isinstance(self.config.get("config"), dict):
+            return "lm"
+        return "unknown"
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The training settings (config.json ``config``; empty when absent)."""
+        settings = self.config.get("config")
+        return settings if isinstance(settings, dict) else {}
+
+    @property
+    def model_type(self) -> str | None:
+        return self.train_config.get("model") or (self.config.get("model_config") or {}).get("model_type")
+
+    @property
+    def tokenizer(self) -> str | None:
+        """The tokenizer kind the run trained with: ``word``, ``char``, ``bpe`` or ``gpt2`` (config ``tokenizer``)."""
+        return self.train_config.get("tokenizer")
+
+    @property
+    def training_corpus(self) -> str | None:
+        """What the run trained on (config ``data``): a corpus name or a text file path."""
+        return self.train_config.get("data")
+
+    @property
+    def num_parameters(self) -> int | None:
+        value = self.config.get("num_parameters") or (self.results or {}).get("num_parameters")
+        return int(value) if value is not None else None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint to load: ``best``, else ``last`` (None while there is none).
+
+        A folder counts when it holds a saved model (a training checkpoint, or an exported
+        copy without trainer state), or when an interrupted swap left its previous copy.
+        """
+        checkpoints = self.path / "checkpoints"
+        for folder in (checkpoints / "best", checkpoints / "last"):
+            found = folder if (folder / CONFIG_NAME).is_file() else find_checkpoint(folder)
+            if found is not None:
+                return found
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.results is not None
+
+    @property
+    def command(self) -> str | None:
+        """The command line that reproduces the run, from config.json."""
+        command = self.config.get("command")
+        if not command:
+            return None
+        if isinstance(command, str):
+            return command
+        words = [str(word) for word in command]
+        if words[0].endswith(".py"):
+            words = ["python", *words]
+        return shlex.join(words)
+
+    @property
+    def architecture(self) -> str:
+        """The model's shape from config.json, e.g. ``lstm 2×200`` or ``gpt 3 layers × 192, 4 heads, context 64``."""
+        config = self.config.get("model_config") or {}
+        kind = self.model_type or self.kind
+        if "hidden_size" in config:
+            return f"{kind} {config.get('num_layers', '?')}×{config['hidden_size']}"
+        if "n_embd" in config:
+            layers = config.get("n_layer", "?")
+            return (f"{kind} {layers} layer{'' if layers == 1 else 's'} × {config['n_embd']}, "
+                    f"{config.get('n_head', '?')} heads, context {config.get('block_size', '?')}")
+        return kind
+
+    def describe(self) -> str:
+        """One line: architecture, size, data, tokenizer."""
+        parts = [self.architecture]
+        if self.num_parameters:
+            parts.append(format_count(self.num_parameters) + " parameters")
+        if self.training_corpus:
+            parts.append(f"data {Path(str(self.training_corpus)).name}")
+        if self.tokenizer:
+            parts.append(f"{self.tokenizer} tokens")
+        return ", ".join(parts)
+
+
+def format_count(number: int) -> str:
+    """12_345_678 -> '12.3M'; 45_000 -> '45.0k'."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if number >= size:
+            return f"{number / size:.1f}{suffix}"
+    return str(number)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_run(path: str | Path, name: str | None = None, root: str = "") -> RunInfo:
+    """The RunInfo of one folder (config.json and results.json may still be missing or unreadable)."""
+    path = Path(path)
+    return RunInfo(
+        name=name or path.name,
+        path=path,
+        root=root,
+        config=_read_json(path / "config.json") or {},
+        results=_read_json(path / "results.json"),
+    )
+
+
+def _finished_run(run_dir: str | Path) -> RunInfo:
+    run = read_run(run_dir)
+    if not run.finished:
+        raise ValueError(f"{run.path} is not a finished run folder (no results.json)")
+    return run
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """Copy a finished run's records and its best checkpoint (weights in ``dtype``) to ``out_dir``."""
-    run, out = Path(run_dir), Path(out_dir)
-    if not (run / "results.json").is_file():
-        raise ValueError(f"{run} is not a finished run folder (no results.json)")
+    run, out = _finished_run(run_dir).path, Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (run / name).is_file():
@@ -35,17 +181,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
 
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """One row: model, data, parameters, epochs, final train/valid and best test perplexity, time, hardware."""
-    run = Path(run_dir)
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    run = _finished_run(run_dir)
+    config, results = run.config, run.results
     epochs = results["epochs"]
     best = min(epochs, key=lambda epoch: epoch["valid_ppl"])
     hardware = config["hardware"]
     return {
         "run": run.name,
-        "model": config["config"]["model"],
-        "preset": config["config"].get("preset"),
-        "data": config["config"]["data"],
+        "model": run.model_type,
+        "preset": run.train_config.get("preset"),
+        "data": run.training_corpus,
         "parameters": results["num_parameters"],
         "epochs": epochs[-1]["epoch"],
         "best_epoch": best["epoch"],
@@ -60,7 +205,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
             f"`{' '.join(resume['command'])}` at step {resume['at_step']} (commit {resume['git_commit']})"
             for resume in config.get("resumes", [])
         ],
-        "seed": config["config"]["seed"],
+        "seed": run.train_config["seed"],
     }
 
 

@@ -21,10 +21,10 @@ from lmcore.app.generation import (
     token_probabilities,
 )
 from lmcore.app.registry import ModelRegistry, pretrained_spec, run_spec
-from lmcore.app.runs import read_run
 from lmcore.data import load_tokenizer
 from lmcore.generate import generate
 from lmcore.models import load_model
+from lmcore.runs import read_run
 
 
 @pytest.fixture(scope="module")

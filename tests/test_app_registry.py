@@ -20,8 +20,8 @@ from lmcore.app.registry import (
     pretrained_spec,
     run_spec,
 )
-from lmcore.app.runs import read_run
 from lmcore.models import load_model
+from lmcore.runs import read_run
 
 
 def test_a_run_loads_on_first_use_and_is_then_cached() -> None:

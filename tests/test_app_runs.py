@@ -18,12 +18,12 @@ from lmcore.app.runs import (
     latest_samples,
     load_metrics,
     metrics_signature,
-    read_run,
     run_summary,
     safe_child,
     summary_table,
 )
 from lmcore.io import append_jsonl
+from lmcore.runs import read_run
 
 
 def fake_run(folder: Path, records: list[dict], config: dict | None = None) -> Path:

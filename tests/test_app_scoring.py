@@ -9,7 +9,6 @@ import pytest
 from app_fixtures import tiny_run
 
 from lmcore.app.registry import ModelRegistry, pretrained_spec, run_spec
-from lmcore.app.runs import read_run
 from lmcore.app.scoring import (
     crossdomain_figures,
     load_crossdomain,
@@ -21,6 +20,7 @@ from lmcore.app.scoring import (
 from lmcore.data import load_tokenizer
 from lmcore.eval import evaluate_text
 from lmcore.models import load_model
+from lmcore.runs import read_run
 
 
 def test_pasted_text_is_capped_with_a_message() -> None:

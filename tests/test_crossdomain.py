@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import random
+import re
 import weakref
 from pathlib import Path
 
@@ -167,6 +168,29 @@ def test_missing_run_folder_is_named(capsys, tmp_path: Path, corpora: dict[str, 
     missing = tmp_path / "no-such-run"
     code, error = run_cli(capsys, "--runs", str(missing), "--corpora", str(corpora["toy"]), "--out", str(tmp_path / "o"))
     assert code == 2 and f"run folder '{missing}' does not exist" in error
+
+
+def test_a_run_that_cannot_be_evaluated_is_refused_with_what_it_lacks(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+
+    def refused(message: str) -> None:
+        with pytest.raises(ValueError, match=re.escape(f"run folder '{run}' ") + ".*" + re.escape(message)):
+            crossdomain.read_runs([run])
+
+    run.mkdir()
+    refused("has no readable config.json with config.model/tokenizer/data "
+            "(config.json is missing or not a JSON object)")
+    (run / "config.json").write_text(json.dumps({"config": {"model": "lstm"}}))
+    refused("(no config.tokenizer, config.data)")
+    (run / "config.json").write_text(json.dumps({"config": {"model": "lstm", "tokenizer": "word", "data": "ptb"}}))
+    refused("lacks checkpoints/best/config.json (a run writes checkpoints/best after its first evaluation)")
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    (run / "checkpoints" / "best" / "config.json").write_text("{}")
+    refused("lacks tokenizer")
+    (run / "tokenizer").mkdir()
+    (found,) = crossdomain.read_runs([run])
+    assert (found.name, found.model_type, found.tokenizer, found.training_corpus) == ("run", "lstm", "word", "ptb")
+    assert found.checkpoint == run / "checkpoints" / "best"  # a saved model without trainer state counts
 
 
 @pytest.mark.parametrize("kind", ["empty", "not-utf8", "folder"])

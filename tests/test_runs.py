@@ -12,8 +12,9 @@ import safetensors.torch
 import torch
 
 from lmcore.models import load_model
-from lmcore.runs import replace_marked_block
+from lmcore.runs import read_run, replace_marked_block
 from lmcore.train import resolve_config, train
+from lmcore.train.checkpoint import TRAINER_STATE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,7 @@ def test_publish_exports_fp16_checkpoints_and_fills_the_readme(finished_run: Pat
     exported = tmp_path / "assets" / "run"
     weights = safetensors.torch.load_file(exported / "checkpoints" / "best" / "model.safetensors")
     assert all(t.dtype == torch.float16 for t in weights.values())
+    assert read_run(exported).checkpoint == exported / "checkpoints" / "best"  # no trainer state, still a model
     original, copy = load_model(finished_run / "checkpoints" / "best"), load_model(exported / "checkpoints" / "best")
     ids = torch.randint(0, original.config.vocab_size, (1, 12))
     torch.testing.assert_close(copy(ids).logits, original(ids).logits, atol=5e-2, rtol=1e-2)
@@ -54,6 +56,20 @@ def test_publish_refuses_an_unfinished_run(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "training" / "publish_runs.py"), "--runs", str(tmp_path / "run"),
                              "--out", str(tmp_path / "assets")], capture_output=True, text=True)
     assert result.returncode == 2 and "not a finished run folder" in result.stderr
+
+
+def test_an_unfinished_run_is_read_leniently_and_its_checkpoint_found(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{truncated", encoding="utf-8")
+    run = read_run(tmp_path, "mine")
+    assert (run.name, run.config, run.kind, run.model_type, run.tokenizer) == ("mine", {}, "unknown", None, None)
+    assert not run.finished and run.checkpoint is None
+    previous = tmp_path / "checkpoints" / "last.previous"  # left by a swap that was interrupted
+    previous.mkdir(parents=True)
+    (previous / TRAINER_STATE).write_text("{}", encoding="utf-8")
+    assert read_run(tmp_path).checkpoint == previous
+    (tmp_path / "checkpoints" / "best").mkdir()
+    (tmp_path / "checkpoints" / "best" / "config.json").write_text("{}", encoding="utf-8")
+    assert read_run(tmp_path).checkpoint == tmp_path / "checkpoints" / "best"
 
 
 def test_marked_block_must_exist() -> None:

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from lmcore.data import CharTokenizer, build_tokenizer
-from lmcore.eval.crossdomain import DECODING_STRATEGIES, DEFAULT_PROMPTS, load_run_model, read_run
+from lmcore.eval.crossdomain import DECODING_STRATEGIES, DEFAULT_PROMPTS, load_run_model
 from lmcore.eval.text_metrics import distinct_n, reference_log_prob, repeated_ngram_rate, text_measures, words
 from lmcore.generate import generate
 from lmcore.io import atomic_write_json
 from lmcore.models import build_model
 from lmcore.models.base import LanguageModel, LMConfig, LMOutput
+from lmcore.runs import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from lmcore.app.config import AppConfig
 from lmcore.app.registry import ModelRegistry, find_finetuned, finetuned_spec, pretrained_spec
-from lmcore.app.runs import RunInfo, discover_runs
+from lmcore.app.runs import discover_runs
 from lmcore.app.training import TrainingManager
+from lmcore.runs import RunInfo
 
 
 def display_name(source: str) -> str:

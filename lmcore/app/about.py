@@ -36,7 +36,7 @@ def models_table(registry: ModelRegistry) -> str:
         spec = registry.spec(name)
         parameters = spec.details.get("parameters")
         if spec.run is not None and spec.run.num_parameters:
-            from lmcore.app.runs import format_count
+            from lmcore.runs import format_count
 
             parameters = format_count(spec.run.num_parameters)
         lines.append(

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmcore.app.runs import RunInfo, format_count
 from lmcore.models import MODEL_TYPES
+from lmcore.runs import RunInfo, format_count
 
 ADAPTER_CONFIG = "adapter_config.json"
 

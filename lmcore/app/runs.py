@@ -1,24 +1,21 @@
-"""Run folders: find them under the configured roots, read their metrics, summarise them.
+"""Run folders in the app: find them under the configured roots, read their metrics, summarise them.
 
-A run folder (see README.md, "The run folder") holds ``config.json``, ``metrics.jsonl``,
-``results.json``, ``checkpoints/{best,last}/`` and ``tokenizer/``. Only the direct
-sub-folders of a configured root are runs; a name must match :data:`RUN_NAME_PATTERN`,
-and a folder (or link) that resolves outside its root is ignored, so no name a visitor
-types can reach another part of the disk.
+A run folder (see README.md, "The run folder") is read by :func:`lmcore.runs.read_run`.
+Only the direct sub-folders of a configured root are runs; a name must match
+:data:`RUN_NAME_PATTERN`, and a folder (or link) that resolves outside its root is
+ignored, so no name a visitor types can reach another part of the disk.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmcore.io import read_jsonl
-from lmcore.train.checkpoint import find_checkpoint
+from lmcore.runs import RunInfo, format_count, read_run
 
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUN_MARKERS = ("config.json", "metrics.jsonl", "train.log")  # train.log: a run the app just started
@@ -40,118 +37,6 @@ def safe_child(root: Path, name: str) -> Path:
     if not path.is_relative_to(root.resolve()):
         raise ValueError(f"run {name!r} resolves outside its folder {root}")
     return path
-
-
-@dataclass
-class RunInfo:
-    """What the app knows about one run folder without loading its model."""
-
-    name: str  # unique across roots (the folder name, with its root label when names clash)
-    path: Path
-    root: str  # label of the root it was found in ("reference" for assets/runs)
-    config: dict[str, Any]  # config.json (empty when not written yet)
-    results: dict[str, Any] | None  # results.json once the run finished
-
-    @property
-    def kind(self) -> str:
-        """``"lm"`` (trained from scratch by train_lm.py), ``"finetune"`` (training/finetune.py) or ``"unknown"``."""
-        if "method" in self.config:
-            return "finetune"
-        if isinstance(self.config.get("config"), dict):
-            return "lm"
-        return "unknown"
-
-    @property
-    def train_config(self) -> dict[str, Any]:
-        return self.config.get("config") or {}
-
-    @property
-    def model_type(self) -> str | None:
-        return self.train_config.get("model") or self.config.get("model_config", {}).get("model_type")
-
-    @property
-    def num_parameters(self) -> int | None:
-        value = self.config.get("num_parameters") or (self.results or {}).get("num_parameters")
-        return int(value) if value is not None else None
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def checkpoint(self) -> Path | None:
-        """The checkpoint a viewer should use: ``best``, else ``last`` (None while there is none)."""
-        checkpoints = self.path / "checkpoints"
-        return find_checkpoint(checkpoints / "best") or find_checkpoint(checkpoints / "last")
-
-    @property
-    def finished(self) -> bool:
-        return self.results is not None
-
-    @property
-    def command(self) -> str | None:
-        """The command line that reproduces the run, from config.json."""
-        command = self.config.get("command")
-        if not command:
-            return None
-        if isinstance(command, str):
-            return command
-        words = [str(word) for word in command]
-        if words[0].endswith(".py"):
-            words = ["python", *words]
-        return shlex.join(words)
-
-    @property
-    def architecture(self) -> str:
-        """The model's shape from config.json, e.g. ``lstm 2×200`` or ``gpt 3 layers × 192, 4 heads, context 64``."""
-        config = self.config.get("model_config") or {}
-        kind = self.model_type or self.kind
-        if "hidden_size" in config:
-            return f"{kind} {config.get('num_layers', '?')}×{config['hidden_size']}"
-        if "n_embd" in config:
-            layers = config.get("n_layer", "?")
-            return (f"{kind} {layers} layer{'' if layers == 1 else 's'} × {config['n_embd']}, "
-                    f"{config.get('n_head', '?')} heads, context {config.get('block_size', '?')}")
-        return kind
-
-    def describe(self) -> str:
-        """One line: architecture, size, data, tokenizer."""
-        parts = [self.architecture]
-        if self.num_parameters:
-            parts.append(format_count(self.num_parameters) + " parameters")
-        train = self.train_config
-        if train.get("data"):
-            parts.append(f"data {Path(str(train['data'])).name}")
-        if train.get("tokenizer"):
-            parts.append(f"{train['tokenizer']} tokens")
-        return ", ".join(parts)
-
-
-def format_count(number: int) -> str:
-    """12_345_678 -> '12.3M'; 45_000 -> '45.0k'."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if number >= size:
-            return f"{number / size:.1f}{suffix}"
-    return str(number)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def read_run(path: Path, name: str | None = None, root: str = "") -> RunInfo:
-    """The RunInfo of one folder (config.json and results.json may still be missing)."""
-    return RunInfo(
-        name=name or path.name,
-        path=path,
-        root=root,
-        config=_read_json(path / "config.json") or {},
-        results=_read_json(path / "results.json"),
-    )
 
 
 def discover_runs(roots: list[tuple[str, Path]]) -> dict[str, RunInfo]:
@@ -255,8 +140,8 @@ def run_summary(run: RunInfo, records: list[dict[str, Any]] | None = None) -> di
         "run": run.name,
         "model": run.model_type or run.kind,
         "parameters": format_count(run.num_parameters) if run.num_parameters else "",
-        "data": Path(str(run.train_config.get("data", ""))).name,
-        "tokenizer": run.train_config.get("tokenizer", ""),
+        "data": Path(str(run.training_corpus or "")).name,
+        "tokenizer": run.tokenizer or "",
         "steps": f"{last_step}" + (f" / {max_steps}" if max_steps and not run.finished else ""),
         "epochs": len(series.epochs),
         "best valid ppl": round(min(valid_ppls), 2) if valid_ppls else None,

@@ -199,7 +199,7 @@ def load_crossdomain(path: Path) -> CrossDomain:
 
 
 def _table_row(row: dict[str, Any]) -> dict[str, Any]:
-    from lmcore.app.runs import format_count
+    from lmcore.runs import format_count
 
     def percent(value: float | None) -> float | None:
         return _round(100 * value, 1) if value is not None else None

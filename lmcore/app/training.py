@@ -19,9 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmcore.app.runs import check_run_name, curves, load_metrics, read_run, safe_child
+from lmcore.app.runs import check_run_name, curves, load_metrics, safe_child
 from lmcore.data import CORPUS_NAMES
 from lmcore.models import MODEL_TYPES
+from lmcore.runs import read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train_lm.py"

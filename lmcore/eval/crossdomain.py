@@ -50,7 +50,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,8 @@ from lmcore.data import CORPUS_NAMES, Tokenizer, load_corpus, load_tokenizer
 from lmcore.eval.perplexity import evaluate_text
 from lmcore.eval.text_metrics import reference_log_prob, text_measures
 from lmcore.io import atomic_write_json, atomic_write_text, read_jsonl
-from lmcore.models import LanguageModel, load_model
+from lmcore.models import CONFIG_NAME, LanguageModel, load_model
+from lmcore.runs import RunInfo, read_run
 
 ROW_KEYS = (
     "run", "model_type", "tokenizer", "num_parameters", "corpus", "split", "perplexity", "bits_per_byte", "tokens",
@@ -116,55 +116,37 @@ SAMPLE_MEASURES = {
 # ----------------------------------------------------------------------------- run folders
 
 
-@dataclass
-class RunInfo:
-    """What a run folder's config.json says about it (the model is not loaded)."""
-
-    name: str  # the folder name (or the path given, when two runs share a name)
-    path: Path
-    model_type: str
-    tokenizer: str  # word | char | bpe | gpt2
-    training_corpus: str  # config.data: a corpus name or a text file path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "best"
-
-
-def read_run(path: str | Path, name: str | None = None) -> RunInfo:
-    """Check a run folder (config.json, checkpoints/best, tokenizer/) and read its config; ValueError naming it."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"run folder {str(path)!r} does not exist (expected a folder written by training/train_lm.py)")
-    config_path = path / "config.json"
-    try:
-        record = json.loads(config_path.read_text(encoding="utf-8"))
-        config = record["config"]
-        model_type, tokenizer, data = config["model"], config["tokenizer"], config["data"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"run folder {str(path)!r} has no readable config.json with config.model/tokenizer/data "
-                         f"({type(error).__name__}: {error})") from error
-    for needed in (path / "checkpoints" / "best" / "config.json", path / "tokenizer"):
+def require_evaluable(run: RunInfo) -> RunInfo:
+    """``run`` if it can be evaluated (config.model/tokenizer/data, checkpoints/best, tokenizer/); else ValueError."""
+    path = str(run.path)
+    if not run.path.is_dir():
+        raise ValueError(f"run folder {path!r} does not exist (expected a folder written by training/train_lm.py)")
+    missing = [f"config.{key}" for key, value in
+               (("model", run.model_type), ("tokenizer", run.tokenizer), ("data", run.training_corpus)) if not value]
+    if missing:
+        detail = "config.json is missing or not a JSON object" if not run.config else "no " + ", ".join(missing)
+        raise ValueError(f"run folder {path!r} has no readable config.json with config.model/tokenizer/data ({detail})")
+    for needed in (run.path / "checkpoints" / "best" / CONFIG_NAME, run.path / "tokenizer"):
         if not needed.exists():
-            raise ValueError(f"run folder {str(path)!r} lacks {needed.relative_to(path)} "
+            raise ValueError(f"run folder {path!r} lacks {needed.relative_to(run.path)} "
                              "(a run writes checkpoints/best after its first evaluation)")
-    return RunInfo(name=name or path.name, path=path, model_type=model_type, tokenizer=tokenizer,
-                   training_corpus=data)
+    return run
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[RunInfo]:
-    """:func:`read_run` for each path; runs sharing a folder name are named by their path instead."""
+    """The runs at ``paths``, checked by :func:`require_evaluable`; runs sharing a folder name are named by path."""
     if not paths:
         raise ValueError("no run folders given")
     resolved = [Path(path).resolve() for path in paths]
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"a run folder is given twice: {[str(p) for p in paths]}")
     names = [Path(path).name for path in paths]
-    return [read_run(path, name if names.count(name) == 1 else str(path)) for path, name in zip(paths, names)]
+    return [require_evaluable(read_run(path, name if names.count(name) == 1 else str(path)))
+            for path, name in zip(paths, names)]
 
 
 def load_run_model(run: RunInfo, device: str | torch.device = "cpu") -> tuple[LanguageModel, Tokenizer]:
-    """The run's best checkpoint (in eval mode, on ``device``) and its tokenizer."""
+    """The run's checkpoint (``best`` once :func:`require_evaluable`; in eval mode, on ``device``) and tokenizer."""
     model = load_model(run.checkpoint, map_location=str(device))
     return model.eval(), load_tokenizer(run.path / "tokenizer")
 
@@ -483,7 +465,7 @@ def _reference_run(reference: str | None) -> RunInfo | None:
     """The reference as a run folder (it has checkpoints/), or None for a pretrained model (or no reference)."""
     if reference is None or not (Path(reference) / "checkpoints").is_dir():
         return None
-    return read_run(reference)
+    return require_evaluable(read_run(reference))
 
 
 def _fitting_new_tokens(model: LanguageModel, tokenizer: Tokenizer, prompt: str, wanted: int, run: str) -> int:
