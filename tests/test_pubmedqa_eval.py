@@ -245,6 +245,36 @@ def test_cli_compares_base_and_finetuned_end_to_end(tiny_base_and_lora_run, shar
     assert covid["prompt"].startswith("Question: What causes COVID-19?") and {"base", "finetuned"} <= set(covid)
 
 
+def test_cli_reuses_the_base_results_of_an_earlier_report_with_the_same_settings(
+    tiny_base_and_lora_run, shared_data_dir, tmp_path, capsys
+):
+    base, run = tiny_base_and_lora_run
+    settings = ["--limit", "4", "--max-chars", "800", "--max-new-tokens", "3", "--context-length", "64", "--stride", "32"]
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert _cli().main(["--base", str(base), "--finetuned", str(run), "--out", str(first), *settings]) == 0
+    argv = ["--base", str(base), "--finetuned", str(base), "--out", str(second), "--reuse-base", str(first)]
+    assert _cli().main([*argv, *settings]) == 0
+
+    earlier, report = json.loads(first.read_text()), json.loads(second.read_text())
+    for part in ("in_domain", "general"):
+        assert report["perplexity"][part]["base"] == earlier["perplexity"][part]["base"]
+        # The base model evaluated again as the "fine-tuned" one reproduces the reused results.
+        assert report["perplexity"][part]["finetuned"]["perplexity"] == pytest.approx(
+            earlier["perplexity"][part]["base"]["perplexity"], rel=1e-5
+        )
+    assert report["pubmedqa"]["base"] == earlier["pubmedqa"]["base"]
+    assert [p["prediction"] for p in report["pubmedqa"]["finetuned"]["predictions"]] == [
+        p["prediction"] for p in earlier["pubmedqa"]["base"]["predictions"]
+    ]
+    assert [row["base"] for row in report["generations"]] == [row["base"] for row in earlier["generations"]]
+    assert report["models"]["base"]["reused_from"] == str(first)
+
+    changed = [arg if arg != "4" else "5" for arg in settings]  # --limit 5
+    with pytest.raises(SystemExit) as exit_info:
+        _cli().main([*argv[:-2], "--reuse-base", str(first), *changed])
+    assert exit_info.value.code == 2 and "settings differ (limit)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -281,3 +311,48 @@ def test_cli_run_folder_without_its_model_exits_2(tiny_base_and_lora_run, tmp_pa
         _cli().main(["--base", str(base), "--finetuned", str(broken), "--out", str(tmp_path / "out.json")])
     assert exit_info.value.code == 2
     assert "did not finish" in capsys.readouterr().err
+
+
+def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
+    tiny_base_and_lora_run, shared_data_dir, tmp_path
+):
+    """publish_finetune.py: the fp16 adapter on the base gives the run's merged model's logits (to fp16
+    precision), names the run's base, and the summary row repeats the evaluation's figures."""
+    import shutil
+
+    from peft import PeftModel
+
+    base, run = tiny_base_and_lora_run
+    run_copy = tmp_path / "lora-run"
+    shutil.copytree(run, run_copy)
+    settings = ["--limit", "3", "--max-chars", "600", "--max-new-tokens", "2", "--context-length", "64", "--stride", "32"]
+    assert _cli().main(["--base", str(base), "--finetuned", str(run_copy),
+                        "--out", str(run_copy / "evaluation.json"), *settings]) == 0  # fmt: skip
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n<!-- results:finetune -->\nold\n<!-- /results:finetune -->\nend\n")
+    spec = importlib.util.spec_from_file_location("publish_finetune_cli", REPO / "training" / "publish_finetune.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    out = tmp_path / "assets"
+    assert publish.main(["--runs", str(run_copy), "--out", str(out), "--readme", str(readme)]) == 0
+
+    adapter = out / "lora-run" / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
+    from safetensors.torch import load_file
+
+    assert {tensor.dtype for tensor in load_file(adapter / "adapter_model.safetensors").values()} == {torch.float16}
+    ids = torch.tensor([[464, 3290, 318, 257, 1332, 13]])
+    with torch.no_grad():
+        merged = GPT2LMHeadModel.from_pretrained(run / "merged").eval()(ids).logits
+        published = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), adapter).eval()(ids).logits
+    torch.testing.assert_close(published, merged, atol=2e-3, rtol=0)
+
+    evaluation = json.loads((run_copy / "evaluation.json").read_text())
+    (row,) = json.loads((out / "summary.json").read_text())
+    assert row["method"] == "lora" and row["steps"] == 2 and row["pubmedqa_n"] == 3
+    assert row["accuracy_finetuned"] == evaluation["pubmedqa"]["finetuned"]["accuracy"]
+    assert row["in_domain_ppl_change_percent"] == evaluation["comparison"]["in_domain_ppl_change_percent"]
+    assert 0 < row["trainable_parameters"] < row["total_parameters"]
+    text = readme.read_text()
+    assert "old" not in text and "| lora-run | lora (qa) | 2 × 2 |" in text and text.endswith("end\n")

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens per greedy generation")
     parser.add_argument("--prompt", action="append", default=[], help="an extra generation prompt (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    parser.add_argument("--reuse-base", default=None, metavar="REPORT",
+                        help="copy the base model's results from an earlier report of this script (same --base, "
+                        "settings and prompts) instead of evaluating the base again")
     return parser
 
 
@@ -149,6 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         "pubmedqa": {"split": "test", "n": len(records)},
         "generations": [{"prompt": prompt} for prompt in prompts],
     }
+    if args.reuse_base:
+        try:
+            reused = reusable_base_results(args.reuse_base, report, args.base)
+        except ValueError as error:
+            parser.error(str(error))
+        for part in ("in_domain", "general"):
+            report["perplexity"][part]["base"] = reused["perplexity"][part]["base"]
+        report["pubmedqa"]["base"] = reused["pubmedqa"]["base"]
+        for row, earlier in zip(report["generations"], reused["generations"], strict=True):
+            row["base"] = earlier["base"]
+        report["models"]["base"] = {**reused["models"]["base"], "reused_from": args.reuse_base}
+        del loaded["base"]
     for role, (model, tokenizer) in loaded.items():
         path, run = sources[role]
         print(f"[{role}] evaluating {path}", file=sys.stderr, flush=True)
@@ -208,6 +223,30 @@ def resolve_model(source: str) -> tuple[str, dict[str, Any] | None]:
             f"{folder} is a fine-tuning run folder, but its model folder {model_dir} is missing{unfinished}"
         )
     return str(model_dir), {key: config.get(key) for key in RUN_RECORD_KEYS}
+
+
+def reusable_base_results(path: str, report: dict[str, Any], base: str) -> dict[str, Any]:
+    """The earlier report at ``path``, checked to hold results for the same ``--base``, settings and prompts.
+
+    ``report`` is the new report before any model was evaluated; ValueError says what differs.
+    """
+    try:
+        earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+        earlier_base = earlier["models"]["base"]["source"]
+        earlier_settings = earlier["meta"]["settings"]
+        earlier_prompts = [row["prompt"] for row in earlier["generations"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"--reuse-base {path}: not a readable report of this script ({type(error).__name__}: {error})") from None
+    if earlier_base != base:
+        raise ValueError(f"--reuse-base {path}: its base is {earlier_base!r}, not {base!r}")
+    settings = report["meta"]["settings"]
+    differing = sorted(key for key in settings.keys() | earlier_settings.keys()
+                       if settings.get(key) != earlier_settings.get(key))
+    if differing:
+        raise ValueError(f"--reuse-base {path}: settings differ ({', '.join(differing)}); run with the same settings")
+    if earlier_prompts != [row["prompt"] for row in report["generations"]]:
+        raise ValueError(f"--reuse-base {path}: its generation prompts differ; pass the same --prompt values")
+    return earlier
 
 
 def sample_records(records: list[Any], limit: int | None) -> list[Any]:
