@@ -286,27 +286,35 @@ class _Runner:
         self._write_samples(epoch_number)
 
     def _finish(self) -> None:
-        best = ckpt.find_checkpoint(self.out / "checkpoints" / "best")
+        """Test perplexity of the best checkpoint, on the main process, into results.json.
+
+        The other processes read results.json after a barrier rather than receive a broadcast:
+        a broadcast as the last collective can deadlock at exit, when gloo's worker thread waits
+        for the GIL to free the broadcast's tensors while the main thread, holding the GIL, frees
+        the process group and joins that worker (seen with torchrun on 2 CPU processes).
+        """
         self.accelerator.wait_for_everyone()
-        best_model = load_model(best).to(self.accelerator.device) if best else self.raw_model
-        test = self._evaluate("test", best_model)
-        lr = self.schedule.lr_at(self.progress.step)
-        self._record("test", test["loss"], lr, event="final", extra={"tokens": test["tokens"], "checkpoint": "best"})
-        self.summary = {
-            "model": self.config.model, "data": self.config.data, "steps": self.progress.step,
-            "epochs": self.progress.history, "best_valid_ppl": math.exp(self.schedule.best_valid_loss),
-            "test_ppl": test["ppl"], "test_tokens": test["tokens"], "stopped_early": self.progress.stopped_early,
-            "train_seconds": time.time() - self.start_time, "num_parameters": self.raw_model.num_parameters(),
-        }
         if self.main:
-            atomic_write_json(self.out / "results.json", self.summary)
+            best = ckpt.find_checkpoint(self.out / "checkpoints" / "best")
+            best_model = load_model(best).to(self.accelerator.device) if best else self.raw_model
+            test = self.data.evaluate(best_model, "test", self.accelerator.device)
+            lr = self.schedule.lr_at(self.progress.step)
+            self._record("test", test["loss"], lr, event="final", extra={"tokens": test["tokens"], "checkpoint": "best"})
+            atomic_write_json(self.out / "results.json", {
+                "model": self.config.model, "data": self.config.data, "steps": self.progress.step,
+                "epochs": self.progress.history, "best_valid_ppl": math.exp(self.schedule.best_valid_loss),
+                "test_ppl": test["ppl"], "test_tokens": test["tokens"], "stopped_early": self.progress.stopped_early,
+                "train_seconds": time.time() - self.start_time, "num_parameters": self.raw_model.num_parameters(),
+            })
+        self.accelerator.wait_for_everyone()
+        self.summary = json.loads((self.out / "results.json").read_text(encoding="utf-8"))
 
     # ------------------------------------------------------------------ helpers
-    def _evaluate(self, split: str, model: LanguageModel | None = None) -> dict[str, float]:
+    def _evaluate(self, split: str) -> dict[str, float]:
         """Exact perplexity of a split, computed on the main process and shared with all."""
         result: list[Any] = [None]
         if self.main:
-            result[0] = self.data.evaluate(model or self.raw_model, split, self.accelerator.device)
+            result[0] = self.data.evaluate(self.raw_model, split, self.accelerator.device)
         broadcast_object_list(result, from_process=0)
         return result[0]
 
