@@ -65,6 +65,15 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object stored in ``path``; None when the file is missing, unreadable, not JSON or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-lines file, skipping a truncated last line left by a crash."""
     records = []

@@ -13,7 +13,6 @@ best checkpoint with fp16 weights, so reference runs fit in the repository's ass
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lmcore.io import read_json_object
 from lmcore.models import CONFIG_NAME, load_model
 from lmcore.train.checkpoint import find_checkpoint
 
@@ -140,14 +140,6 @@ def format_count(number: int) -> str:
     return str(number)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_run(path: str | Path, name: str | None = None, root: str = "") -> RunInfo:
     """The RunInfo of one folder (config.json and results.json may still be missing or unreadable)."""
     path = Path(path)
@@ -155,8 +147,8 @@ def read_run(path: str | Path, name: str | None = None, root: str = "") -> RunIn
         name=name or path.name,
         path=path,
         root=root,
-        config=_read_json(path / "config.json") or {},
-        results=_read_json(path / "results.json"),
+        config=read_json_object(path / "config.json") or {},
+        results=read_json_object(path / "results.json"),
     )
 
 

@@ -78,9 +78,9 @@ def commands_section(registry: ModelRegistry, crossdomain: CrossDomain, evaluati
         if record and record.get("command"):
             lines.append(f"- fine-tuning ({spec_name}):\n  ```bash\n  {_python(record['command'])}\n  ```")
     if evaluation is not None:
-        from lmcore.app.pubmedqa import _read_json
+        from lmcore.io import read_json_object
 
-        report = _read_json(evaluation) or {}
+        report = read_json_object(evaluation) or {}
         command = (report.get("meta") or {}).get("command") if isinstance(report, dict) else None
         if command:
             lines.append(f"- evaluation:\n  ```bash\n  {_python(command)}\n  ```")
@@ -96,10 +96,10 @@ def _python(command: Any) -> str:
 
 def _finetune_record(path: Path) -> dict[str, Any] | None:
     """The training/finetune.py run record next to an adapter or merged folder, if any."""
-    from lmcore.app.pubmedqa import _read_json
+    from lmcore.io import read_json_object
 
     for candidate in (path / "config.json", path.parent / "config.json"):
-        record = _read_json(candidate)
+        record = read_json_object(candidate)
         if isinstance(record, dict) and "method" in record:
             return record
     return None

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcore.app.registry import ModelRegistry
+from lmcore.io import read_json_object
 
 DECISIONS = ("yes", "no", "maybe")
 MAX_QUESTION_CHARS = 500
@@ -187,16 +187,9 @@ def find_evaluation(finetune_dir: Path, configured: Path | None = None) -> Path 
     candidates = sorted(finetune_dir.glob("*.json")) + sorted(finetune_dir.glob("*/*.json"))
     root = finetune_dir.resolve()
     for path in candidates:
-        if path.resolve().is_relative_to(root) and path.stat().st_size < 50_000_000 and _accuracy_entries(_read_json(path)):
+        if path.resolve().is_relative_to(root) and path.stat().st_size < 50_000_000 and _accuracy_entries(read_json_object(path)):
             return path
     return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _accuracy_entries(report: Any) -> list[tuple[str, dict[str, Any], float | None]]:
@@ -221,7 +214,7 @@ def evaluation_summary(path: Path | None, model_labels: dict[str, str] | None = 
     """Markdown: accuracy, macro-F1 and the majority baseline of each evaluated model, and the confusion matrices."""
     if path is None:
         return "**Accuracy summary:** not available yet (no PubMedQA evaluation JSON under assets/finetune; see the About tab for the command)."
-    report = _read_json(path)
+    report = read_json_object(path)
     entries = _accuracy_entries(report)
     if not entries:
         return f"**Accuracy summary:** `{path}` holds no PubMedQA accuracies."

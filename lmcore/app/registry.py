@@ -18,7 +18,6 @@ every request) until :meth:`ModelRegistry.forget`.
 from __future__ import annotations
 
 import copy
-import json
 import threading
 import time
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmcore.io import read_json_object
 from lmcore.models import MODEL_TYPES
 from lmcore.runs import RunInfo, format_count
 
@@ -285,27 +285,19 @@ def find_finetuned(finetune_dir: Path, base: str) -> Path | None:
         if not folder.resolve().is_relative_to(root):
             continue
         hints = [str(folder.relative_to(finetune_dir))]
-        adapter_config = _read_json(folder / ADAPTER_CONFIG)
+        adapter_config = read_json_object(folder / ADAPTER_CONFIG)
         if adapter_config is not None:
             hints.append(str(adapter_config.get("base_model_name_or_path") or ""))
-            run_config = _read_json(folder.parent / "config.json") or {}
+            run_config = read_json_object(folder.parent / "config.json") or {}
             hints.append(str(run_config.get("base") or ""))
             if any(model_family(hint) == wanted or wanted in hint.lower() for hint in hints if hint):
                 adapters.append(folder)
             continue
-        model_config = _read_json(folder / "config.json")
+        model_config = read_json_object(folder / "config.json")
         if model_config is not None and "model_type" in model_config and any(folder.glob("*.safetensors")):
-            run_config = _read_json(folder.parent / "config.json") or {}
+            run_config = read_json_object(folder.parent / "config.json") or {}
             hints += [str(model_config.get("_name_or_path") or ""), str(run_config.get("base") or "")]
             if any(model_family(hint) == wanted or wanted in hint.lower() for hint in hints if hint):
                 merged.append(folder)
     candidates = adapters + merged
     return candidates[0] if candidates else None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
