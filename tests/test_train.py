@@ -87,6 +87,16 @@ def test_same_seed_gives_the_same_losses(corpus: Path, tmp_path: Path) -> None:
     assert step_losses(tmp_path / "a") != step_losses(tmp_path / "c")
 
 
+def test_carry_state_false_starts_every_bptt_block_from_zeros(corpus: Path, tmp_path: Path) -> None:
+    # Same seed, same weights after step 1: the first loss is the same (both start from zeros), and the
+    # second differs only because one run feeds block 2 the state left by block 1 and the other zeros.
+    tiny("lstm", corpus, tmp_path / "carry", max_steps=4, log_every=1)
+    tiny("lstm", corpus, tmp_path / "reset", max_steps=4, log_every=1, carry_state=False)
+    carried, reset = step_losses(tmp_path / "carry"), step_losses(tmp_path / "reset")
+    assert carried[1] == reset[1]
+    assert all(carried[step] != reset[step] for step in (2, 3, 4))
+
+
 def test_existing_run_folder_needs_resume(corpus: Path, tmp_path: Path) -> None:
     tiny("rnn", corpus, tmp_path / "run", max_steps=2)
     with pytest.raises(RunExists, match="--resume"):

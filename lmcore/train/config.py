@@ -47,6 +47,7 @@ class TrainConfig:
     # Batches.
     batch_size: int = 20  # sequences per optimizer step, over all processes
     bptt: int = 35  # recurrent models: tokens per truncated-BPTT block
+    carry_state: bool = True  # recurrent models: carry the hidden state across BPTT blocks (False: zeros each block)
     grad_accum: int = 1  # micro-batches per optimizer step (batch_size is split into them)
 
     # Optimizer and schedule.
@@ -287,6 +288,8 @@ _FIELD_HELP = {
     "max_steps": "stop after this many optimizer steps (overrides epochs)",
     "batch_size": "sequences per optimizer step over all processes (must divide by processes x grad_accum)",
     "bptt": "recurrent models: tokens per truncated back-propagation-through-time block",
+    "carry_state": "recurrent models: carry the (detached) hidden state from one BPTT block to the next within "
+    "an epoch; false starts every block from zeros (an ablation: what many course implementations do)",
     "grad_accum": "gradient accumulation: micro-batches per optimizer step",
     "optimizer": f"optimizer: {', '.join(OPTIMIZERS)}",
     "lr": "peak learning rate",

@@ -175,7 +175,7 @@ class _Runner:
         while progress.epoch < config.epochs and not progress.stopped_early:
             window_nll, window_tokens, window_start = 0.0, 0, time.time()
             for inputs, targets in self.data.train_batches(progress.epoch, progress.batch_in_epoch, self.accelerator):
-                if progress.batch_in_epoch == 0:
+                if progress.batch_in_epoch == 0 or not config.carry_state:
                     hidden = None
                 lr = self.schedule.lr_at(progress.step)
                 for group in self.optimizer.param_groups:
