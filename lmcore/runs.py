@@ -159,13 +159,18 @@ def _finished_run(run_dir: str | Path) -> RunInfo:
     return run
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Copy a finished run's records and its best checkpoint (weights in ``dtype``) to ``out_dir``."""
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float16, with_model: bool = True
+) -> Path:
+    """Copy a finished run's records and (``with_model``) its tokenizer and best checkpoint, weights in
+    ``dtype``, to ``out_dir``. Records only (``with_model=False``) suit runs kept for their numbers alone."""
     run, out = _finished_run(run_dir).path, Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
+    if not with_model:
+        return out
     shutil.copytree(run / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     load_model(run / "checkpoints" / "best").save_pretrained(out / "checkpoints" / "best", dtype=dtype)
     return out
@@ -201,17 +206,26 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The summary rows as a markdown table (perplexities at the best validation epoch)."""
-    lines = [
-        "| run | model | parameters | epochs | train ppl | valid ppl | test ppl | hours | hardware |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+def markdown_table(rows: list[dict[str, Any]], compare_to_first: bool = False) -> str:
+    """The summary rows as a markdown table (perplexities at the best validation epoch).
+
+    ``compare_to_first`` adds a column with each run's test perplexity relative to the first row's
+    (``100 * (test / first test - 1)`` percent), for ablations listed after the run they change.
+    """
+    header = "| run | model | parameters | epochs | train ppl | valid ppl | test ppl |"
+    rule = "|---|---|---:|---:|---:|---:|---:|"
+    if compare_to_first:
+        header += f" test vs {rows[0]['run']} |"
+        rule += "---:|"
+    lines = [header + " hours | hardware |", rule + "---:|---|"]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['run']} | {row['model']} | {row['parameters'] / 1e6:.2f}M | {row['epochs']:g} | "
-            f"{row['train_ppl']:.1f} | {row['valid_ppl']:.1f} | {row['test_ppl']:.1f} | {row['hours']:.2f} | {row['hardware']} |"
+            f"{row['train_ppl']:.1f} | {row['valid_ppl']:.1f} | {row['test_ppl']:.1f} |"
         )
+        if compare_to_first:
+            line += f" {100 * (row['test_ppl'] / rows[0]['test_ppl'] - 1):+.1f}% |"
+        lines.append(line + f" {row['hours']:.2f} | {row['hardware']} |")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,25 @@ def test_publish_exports_fp16_checkpoints_and_fills_the_readme(finished_run: Pat
     assert summary[0]["test_ppl"] == results["test_ppl"] and summary[0]["model"] == "lstm"
     text = readme.read_text()
     assert "old" not in text and f"{results['test_ppl']:.1f}" in text and text.endswith("end\n")
+
+
+def test_publish_records_only_compares_each_run_to_the_first(finished_run: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "changed"
+    shutil.copytree(finished_run, changed)
+    results = json.loads((changed / "results.json").read_text())
+    results["test_ppl"] *= 1.5
+    (changed / "results.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:ablations -->\n<!-- /results:ablations -->\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, str(REPO / "training" / "publish_runs.py"), "--runs", str(finished_run),
+                             str(changed), "--out", str(tmp_path / "assets"), "--records-only", "--compare-to-first",
+                             "--block", "results:ablations", "--readme", str(readme)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "assets" / "changed").iterdir()) == sorted(
+        p.name for p in changed.iterdir() if p.is_file())  # the records, no checkpoints or tokenizer
+    rows = [line for line in readme.read_text().splitlines() if line.startswith("| ")]
+    assert "test vs run" in rows[0]
+    assert "| +0.0% |" in rows[1] and "| +50.0% |" in rows[2]
 
 
 def test_publish_refuses_an_unfinished_run(tmp_path: Path) -> None:
