@@ -5,8 +5,8 @@
         --out assets/finetune --readme README.md
 
 For each run: a copy under ``--out/<run name>`` with ``config.json``, ``metrics.jsonl``,
-``evaluation.json`` and, for a LoRA run of a Hub model, the adapter in fp16 (what the
-app's PubMedQA tab applies to the base); then ``--out/summary.json`` and ``summary.md``
+``evaluation.json`` and, for a LoRA run of a Hub model not named in ``--records-only``,
+the adapter in fp16 (what the app's PubMedQA tab applies to the base); then ``--out/summary.json`` and ``summary.md``
 with one comparison row per run (method, steps, trainable parameters, time, memory,
 perplexities and PubMedQA accuracy of base and fine-tuned model, commands), and, with
 ``--readme``, the same table in the README between ``<!-- results:finetune -->`` and
@@ -31,12 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="finished training/finetune.py run folders")
     parser.add_argument("--out", required=True, help="folder for the exported copies and the summary")
     parser.add_argument("--readme", help="a markdown file whose results:finetune block gets the table")
+    parser.add_argument("--records-only", nargs="+", default=[], metavar="RUN",
+                        help="runs (folder names) to publish without their LoRA adapter")
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
+        unknown = sorted(set(args.records_only) - {Path(run).name for run in args.runs})
+        if unknown:
+            raise ValueError(f"--records-only names runs that are not in --runs: {unknown}")
         rows = []
         for run in map(Path, args.runs):
-            export_finetune_run(run, out / run.name)
+            export_finetune_run(run, out / run.name, with_adapter=run.name not in args.records_only)
             rows.append(summarize_finetune_run(out / run.name))
         table = finetune_table(rows)
         atomic_write_json(out / "summary.json", rows)

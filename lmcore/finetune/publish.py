@@ -34,11 +34,12 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read {path} ({type(error).__name__}: {error})") from None
 
 
-def export_finetune_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_finetune_run(run_dir: str | Path, out_dir: str | Path, with_adapter: bool = True) -> Path:
     """Copy a finished fine-tuning run's records, evaluation and (when portable) fp16 LoRA adapter to ``out_dir``.
 
-    The adapter is not exported when the run's base is the model of another fine-tuning run
-    (e.g. DPO on top of a merged SFT model): that base is not published, so the adapter could
+    The adapter is not exported when ``with_adapter`` is false (records only, e.g. to keep the
+    repository's weights within budget) or when the run's base is the model of another fine-tuning
+    run (e.g. DPO on top of a merged SFT model): that base is not published, so the adapter could
     not be applied. Its ``adapter_config.json`` names the run's ``--base`` as its base model.
     """
     run, out = Path(run_dir), Path(out_dir)
@@ -50,7 +51,7 @@ def export_finetune_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
     adapter = run / "adapter"
-    if (adapter / ADAPTER_WEIGHTS).is_file() and not _is_finetuned_model(Path(config["base"])):
+    if with_adapter and (adapter / ADAPTER_WEIGHTS).is_file() and not _is_finetuned_model(Path(config["base"])):
         exported = out / "adapter"
         exported.mkdir(exist_ok=True)
         weights = {name: tensor.to(torch.float16) if tensor.is_floating_point() else tensor
