@@ -201,7 +201,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         qa_tuned_verdict = gr.Markdown()
                 gr.Markdown(f"#### Their answers (greedy decoding, at most {pubmedqa.ANSWER_TOKENS} tokens)")
                 qa_answers = gr.HTML(elem_id="pubmedqa-answers", elem_classes="qa-answers")
-                evaluation_path = pubmedqa.find_evaluation(cfg.finetune_dir, cfg.pubmedqa_eval)
+                evaluation_path = pubmedqa.find_evaluation(cfg.finetune_dir, cfg.pubmedqa_eval, state.pubmedqa_finetuned_path)
                 labels = {"base": f"base ({state.pubmedqa_base})",
                           "finetuned": f"fine-tuned ({state.pubmedqa_finetuned or 'unavailable'})"}
                 gr.Markdown(pubmedqa.evaluation_summary(evaluation_path, labels))

@@ -96,6 +96,11 @@ def test_accuracy_summary_from_the_evaluation_report(tmp_path: Path) -> None:
     (tmp_path / "gpt2-lora" / "evaluation.json").write_text(json.dumps(evaluation_report()))
     path = find_evaluation(tmp_path)
     assert path == tmp_path / "gpt2-lora" / "evaluation.json"
+    # Several evaluated runs: the one of the fine-tuned model the tab shows wins over the first by name.
+    (tmp_path / "gpt2-lora-qa" / "adapter").mkdir(parents=True)
+    (tmp_path / "gpt2-lora-qa" / "evaluation.json").write_text(json.dumps(evaluation_report()))
+    shown = tmp_path / "gpt2-lora-qa" / "adapter"
+    assert find_evaluation(tmp_path, finetuned=shown) == tmp_path / "gpt2-lora-qa" / "evaluation.json"
     summary = evaluation_summary(path, {"base": "base (gpt2)", "finetuned": "fine-tuned (gpt2 + LoRA)"})
     assert "**Accuracy on 500 PubMedQA test questions**" in summary
     assert "| base (gpt2) | 45.0% | 30.0% | 55.2% |" in summary

@@ -44,6 +44,7 @@ class AppState:
     pubmedqa_base: str  # registry name of the PubMedQA base model
     pubmedqa_finetuned: str | None  # registry name of its fine-tuned version, None when there is none
     finetuned_missing_reason: str  # why there is none
+    pubmedqa_finetuned_path: Path | None = None  # its adapter or model folder
 
     @classmethod
     def create(cls, config: AppConfig) -> AppState:
@@ -71,7 +72,8 @@ class AppState:
             finetuned_name = spec.name
         disabled = "this app runs in Space mode (LMCORE_SPACE=1), shared by every visitor"
         trainer = TrainingManager(config.train_dir, enabled=not config.space_mode, disabled_reason=disabled)
-        return cls(config, registry, trainer, runs, base_spec.name, finetuned_name, reason)
+        return cls(config, registry, trainer, runs, base_spec.name, finetuned_name, reason,
+                   finetuned_path if finetuned_name else None)
 
     def refresh_runs(self) -> dict[str, RunInfo]:
         """Look for run folders again (new runs, finished runs) and update the model list."""

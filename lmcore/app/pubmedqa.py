@@ -177,17 +177,19 @@ def answer_side_by_side(
 # ----------------------------------------------------------------------------- evaluation summary
 
 
-def find_evaluation(finetune_dir: Path, configured: Path | None = None) -> Path | None:
-    """The evaluation JSON to summarise: ``configured``, else the first JSON under ``finetune_dir`` (two levels)
-    that holds PubMedQA accuracies."""
+def find_evaluation(finetune_dir: Path, configured: Path | None = None, finetuned: Path | None = None) -> Path | None:
+    """The evaluation JSON to summarise: ``configured``; else the ``evaluation.json`` of the shown fine-tuned
+    model ``finetuned`` (in its folder, or in the run folder that holds its ``adapter/``); else the first JSON
+    under ``finetune_dir`` (two levels) that holds PubMedQA accuracies."""
     if configured is not None:
         return configured
     if not finetune_dir.is_dir():
         return None
-    candidates = sorted(finetune_dir.glob("*.json")) + sorted(finetune_dir.glob("*/*.json"))
+    own = [folder / "evaluation.json" for folder in (finetuned, finetuned.parent)] if finetuned is not None else []
+    candidates = own + sorted(finetune_dir.glob("*.json")) + sorted(finetune_dir.glob("*/*.json"))
     root = finetune_dir.resolve()
     for path in candidates:
-        if path.resolve().is_relative_to(root) and path.stat().st_size < 50_000_000 and _accuracy_entries(read_json_object(path)):
+        if path.is_file() and path.resolve().is_relative_to(root) and path.stat().st_size < 50_000_000 and _accuracy_entries(read_json_object(path)):
             return path
     return None
 
