@@ -131,6 +131,23 @@ def test_app_state_collects_runs_pretrained_and_fine_tuned_models(tmp_path: Path
     assert missing.pubmedqa_base == "HuggingFaceTB/SmolLM2-135M-Instruct"  # offline default
 
 
+def test_online_the_pubmedqa_tab_uses_gpt2_only_when_its_fine_tuned_version_is_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmcore.app import config as app_config
+
+    monkeypatch.setattr(app_config, "_can_connect", lambda host, port, timeout: True)  # the Hub answers
+    assets = tmp_path / "assets"
+    (assets / "finetune").mkdir(parents=True)
+    online = AppConfig.from_env({"LMCORE_ASSETS_DIR": str(assets)})
+    assert online.online and online.pretrained_models == ["gpt2"]
+    assert online.pubmedqa_base == "HuggingFaceTB/SmolLM2-135M-Instruct"  # no fine-tuned GPT-2 to compare with
+    adapter = assets / "finetune" / "gpt2-lora-qa" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "gpt2"}))
+    assert AppConfig.from_env({"LMCORE_ASSETS_DIR": str(assets)}).pubmedqa_base == "gpt2"
+
+
 def test_configuration_from_environment_variables(tmp_path: Path) -> None:
     config = AppConfig.from_env({
         "HF_HUB_OFFLINE": "1", "LMCORE_RUN_DIRS": f"{tmp_path / 'a'}:{tmp_path / 'b'}", "LMCORE_SPACE": "1",

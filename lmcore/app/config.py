@@ -8,7 +8,7 @@
 | ``LMCORE_APP_MODELS`` | ``gpt2`` online, the SmolLM2 mirror offline | pretrained models for the prompt comparison (comma-separated Hub ids or folders) |
 | ``LMCORE_DEVICE`` | ``cpu`` | ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto`` |
 | ``LMCORE_SPACE`` | ``1`` when ``SPACE_ID`` is set, else ``0`` | shared-Space mode: no training from the page |
-| ``LMCORE_PUBMEDQA_BASE`` | ``gpt2`` online, ``HuggingFaceTB/SmolLM2-135M-Instruct`` offline | the PubMedQA base model |
+| ``LMCORE_PUBMEDQA_BASE`` | ``gpt2`` online when a fine-tuned GPT-2 is found under ``assets/finetune/``, else ``HuggingFaceTB/SmolLM2-135M-Instruct`` | the PubMedQA base model |
 | ``LMCORE_PUBMEDQA_FINETUNED`` | found under ``assets/finetune/`` | LoRA adapter folder or merged model folder |
 | ``LMCORE_PUBMEDQA_EVAL`` | found under ``assets/finetune/`` | the evaluation JSON whose accuracy is summarised |
 | ``LMCORE_CROSSDOMAIN_RESULTS`` | ``assets/crossdomain/results.json`` | cross-domain results |
@@ -77,6 +77,13 @@ class AppConfig:
         space_default = "1" if env.get("SPACE_ID") else "0"
         online = hub_reachable(env)
         default_base = GPT2_ID if online else SMOLLM2_ID
+        pubmedqa_default = default_base
+        if online and not env.get("LMCORE_PUBMEDQA_FINETUNED"):
+            from lmcore.app.registry import find_finetuned
+
+            if find_finetuned(assets_dir / "finetune", GPT2_ID) is None:
+                # No fine-tuned GPT-2 is shipped: compare the base whose fine-tuned adapter is (from the Hub).
+                pubmedqa_default = SMOLLM2_ID
         models = env.get("LMCORE_APP_MODELS")
         pretrained = [name.strip() for name in models.split(",") if name.strip()] if models is not None else [default_base]
         return cls(
@@ -86,7 +93,7 @@ class AppConfig:
             pretrained_models=pretrained,
             device=resolve_device(env.get("LMCORE_DEVICE") or "cpu"),
             space_mode=_flag(env, "LMCORE_SPACE", space_default),
-            pubmedqa_base=env.get("LMCORE_PUBMEDQA_BASE") or default_base,
+            pubmedqa_base=env.get("LMCORE_PUBMEDQA_BASE") or pubmedqa_default,
             pubmedqa_finetuned=Path(env["LMCORE_PUBMEDQA_FINETUNED"]) if env.get("LMCORE_PUBMEDQA_FINETUNED") else None,
             pubmedqa_eval=Path(env["LMCORE_PUBMEDQA_EVAL"]) if env.get("LMCORE_PUBMEDQA_EVAL") else None,
             crossdomain_results=Path(env.get("LMCORE_CROSSDOMAIN_RESULTS") or assets_dir / "crossdomain" / "results.json"),
