@@ -55,7 +55,7 @@ from lmcore.app.pubmedqa import load_test_questions, qa_prompt_text  # noqa: E40
 from lmcore.app.registry import ModelRegistry, ModelUnavailable  # noqa: E402
 from lmcore.io import atomic_write_json  # noqa: E402
 from lmcore.models.hf import tokenizer_encode  # noqa: E402
-from lmcore.train.loop import _git_commit  # noqa: E402
+from lmcore.provenance import git_commit, hardware  # noqa: E402
 
 DEFAULT_PROMPT = "the meaning of life is"  # the Prompt comparison tab's default prompt (app.py)
 
@@ -250,14 +250,12 @@ def main() -> None:
     report = {
         "meta": {
             "command": sys.argv,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__},
-            "hardware": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                         "cpu_count": os.cpu_count(),
-                         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                         "torch_threads": torch.get_num_threads(), "device": state.config.device},
+            "hardware": {**hardware(state.config.device),
+                         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
             "load_average": {"start": round(load_average, 2), "end": round(os.getloadavg()[0], 2)},
             "settings": {"repeats": args.repeats, "new_tokens": new_tokens, "comparison_prompt": args.prompt,
                          "comparison_decoding": comparison_decoding.as_kwargs(), "pubmedqa_prompt": qa_source,

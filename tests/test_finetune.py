@@ -171,6 +171,8 @@ def test_full_sft_language_modelling_trains_saves_and_logs(tiny_gpt2, tmp_path):
     assert config["settings"]["learning_rate"] == 5e-5 and config["settings"]["lora"] is False
     assert config["result"]["global_step"] == 2
     assert {"torch", "transformers", "trl", "peft"} <= set(config["versions"]) and "command" in config
+    assert config["hardware"]["device"] == "cpu" and config["hardware"]["cpu_count"] >= 1
+    assert config["git_commit"] is None or len(config["git_commit"].removesuffix("-dirty")) == 40
 
 
 def test_lora_qa_evaluates_and_merged_model_matches_the_adapter(tiny_gpt2, tmp_path):

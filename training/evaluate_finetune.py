@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import shlex
@@ -280,11 +279,11 @@ def _meta(args: argparse.Namespace, device: str, context_length: int, stride: in
     import transformers
 
     import lmcore
-    from lmcore.train.loop import _git_commit
+    from lmcore.provenance import git_commit, hardware
 
     return {
         "command": shlex.join(sys.argv),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {
             "python": platform.python_version(),
@@ -293,14 +292,7 @@ def _meta(args: argparse.Namespace, device: str, context_length: int, stride: in
             "evaluate": evaluate.__version__,
             "lmcore": lmcore.__version__,
         },
-        "hardware": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": device,
-            "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
-        },
+        "hardware": hardware(device),
         "settings": {
             "limit": args.limit,
             "limit_seed": LIMIT_SEED,

@@ -44,9 +44,7 @@ import csv
 import gc
 import io
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +58,7 @@ from lmcore.eval.perplexity import evaluate_text
 from lmcore.eval.text_metrics import reference_log_prob, text_measures
 from lmcore.io import atomic_write_json, atomic_write_text, read_jsonl
 from lmcore.models import CONFIG_NAME, LanguageModel, load_model
+from lmcore.provenance import git_commit, hardware
 from lmcore.runs import RunInfo, read_run
 
 ROW_KEYS = (
@@ -256,26 +255,12 @@ def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
 
     return {
         "command": list(command) if command is not None else list(sys.argv),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "matplotlib": matplotlib.__version__},
-        "hardware": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "hardware": hardware(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
 
 
 def _free_memory() -> None:

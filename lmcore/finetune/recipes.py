@@ -24,7 +24,7 @@ Default learning rates (override with ``learning_rate=``):
 Every run writes into ``out_dir``:
 
 - ``config.json``: the resolved settings, LoRA config, trainable and total
-  parameters (``parameters``), command line, library versions and (at the end)
+  parameters (``parameters``), command line, git commit, hardware, library versions and (at the end)
   the result: steps, losses, ``train_seconds`` (wall-clock time of
   ``trainer.train()``), the device, and peak memory: ``peak_rss_bytes``, the
   process's peak resident memory (CPU RAM; a process-lifetime peak, so it
@@ -74,6 +74,7 @@ from lmcore.finetune.data import (
 )
 from lmcore.io import append_jsonl, atomic_write_json
 from lmcore.pretrained import load_pretrained
+from lmcore.provenance import git_commit, hardware
 
 METHODS = ("sft", "lora", "dpo")
 MODES = ("lm", "qa")
@@ -272,6 +273,8 @@ def finetune(
         "model_dir": str(model_dir),
         "adapter_dir": str(adapter_dir) if adapter_dir is not None else None,
         "command": shlex.join(sys.argv),
+        "git_commit": git_commit(),
+        "hardware": {**hardware(trainer.args.device), "num_processes": trainer.args.world_size},
         "versions": _library_versions(),
     }
     is_main = trainer.is_world_process_zero()

@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from lmcore.data import load_tokenizer
 from lmcore.generate import generate
+from lmcore.provenance import git_commit, hardware
 from lmcore.io import append_jsonl, atomic_write_json
 from lmcore.models import LanguageModel, build_model, load_model
 from lmcore.train import checkpoint as ckpt
@@ -125,7 +125,7 @@ def _train(config: TrainConfig, resume: bool, command: list[str] | None, interru
         if accelerator.is_main_process:  # keep a record of every resumption beside the original command
             record = json.loads((out / "config.json").read_text(encoding="utf-8"))
             record.setdefault("resumes", []).append({
-                "command": command if command is not None else sys.argv, "git_commit": _git_commit(),
+                "command": command if command is not None else sys.argv, "git_commit": git_commit(),
                 "at_step": progress.step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
             atomic_write_json(out / "config.json", record)
@@ -425,29 +425,15 @@ def _run_record(config: TrainConfig, command: list[str] | None, accelerator: Acc
         "model_config": model.config.to_dict(),
         "num_parameters": model.num_parameters(),
         "command": command if command is not None else sys.argv,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "accelerate": accelerate.__version__},
         "hardware": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+            **hardware(accelerator.device), "num_processes": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type), "mixed_precision": accelerator.mixed_precision,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
