@@ -355,15 +355,15 @@ def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
     assert row["in_domain_ppl_change_percent"] == evaluation["comparison"]["in_domain_ppl_change_percent"]
     assert 0 < row["trainable_parameters"] < row["total_parameters"]
 
-    # --records-only: the same records and row, no adapter; a name that is not among --runs is refused.
-    assert publish.main(["--runs", str(run_copy), "--out", str(tmp_path / "records"), "--records-only", "lora-run"]) == 0
+    # --no-adapter: the same records and row, no adapter; a name that is not among --runs is refused.
+    assert publish.main(["--runs", str(run_copy), "--out", str(tmp_path / "records"), "--no-adapter", "lora-run"]) == 0
     assert sorted(p.name for p in (tmp_path / "records" / "lora-run").iterdir()) == [
         "config.json", "evaluation.json", "metrics.jsonl"]
     (records_row,) = json.loads((tmp_path / "records" / "summary.json").read_text())
     assert row["adapter_exported"] and not records_row["adapter_exported"]
     assert records_row | {"adapter_exported": True} == row
     with pytest.raises(SystemExit) as exit_info:
-        publish.main(["--runs", str(run_copy), "--out", str(tmp_path / "records"), "--records-only", "other"])
+        publish.main(["--runs", str(run_copy), "--out", str(tmp_path / "records"), "--no-adapter", "other"])
     assert exit_info.value.code == 2
     text = readme.read_text()
     assert "old" not in text and "| lora-run | lora (qa) | 2 × 2 |" in text and text.endswith("end\n")

@@ -5,7 +5,7 @@
         --out assets/finetune --readme README.md
 
 For each run: a copy under ``--out/<run name>`` with ``config.json``, ``metrics.jsonl``,
-``evaluation.json`` and, for a LoRA run of a Hub model not named in ``--records-only``,
+``evaluation.json`` and, for a LoRA run of a Hub model not named in ``--no-adapter``,
 the adapter in fp16 (what the app's PubMedQA tab applies to the base); then ``--out/summary.json`` and ``summary.md``
 with one comparison row per run (method, steps, trainable parameters, time, memory,
 perplexities and PubMedQA accuracy of base and fine-tuned model, commands), and, with
@@ -31,17 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="finished training/finetune.py run folders")
     parser.add_argument("--out", required=True, help="folder for the exported copies and the summary")
     parser.add_argument("--readme", help="a markdown file whose results:finetune block gets the table")
-    parser.add_argument("--records-only", nargs="+", default=[], metavar="RUN",
+    parser.add_argument("--no-adapter", nargs="+", default=[], metavar="RUN",
                         help="runs (folder names) to publish without their LoRA adapter")
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
-        unknown = sorted(set(args.records_only) - {Path(run).name for run in args.runs})
+        unknown = sorted(set(args.no_adapter) - {Path(run).name for run in args.runs})
         if unknown:
-            raise ValueError(f"--records-only names runs that are not in --runs: {unknown}")
+            raise ValueError(f"--no-adapter names runs that are not in --runs: {unknown}")
         rows = []
         for run in map(Path, args.runs):
-            export_finetune_run(run, out / run.name, with_adapter=run.name not in args.records_only)
+            export_finetune_run(run, out / run.name, with_adapter=run.name not in args.no_adapter)
             rows.append(summarize_finetune_run(out / run.name))
         table = finetune_table(rows)
         atomic_write_json(out / "summary.json", rows)
