@@ -3,7 +3,10 @@
 ``load_pretrained`` accepts, in this order of precedence:
 
 1. a local path: a folder written by ``save_pretrained`` (``config.json`` +
-   weights), a folder holding a single ``.gguf`` file, or a ``.gguf`` file;
+   weights), a folder holding a single ``.gguf`` file, a ``.gguf`` file, or a
+   PEFT (LoRA) adapter folder (``adapter_config.json``), whose base model
+   (``base_model_name_or_path``, resolved by these same rules) is loaded and the
+   adapter merged into it (:func:`merge_adapter`);
 2. a Hub id with an offline mirror under ``$LMCORE_MODELS_DIR`` (see
    :mod:`lmcore.paths`; e.g. ``HuggingFaceTB/SmolLM2-135M-Instruct`` -> the GGUF
    file in ``smollm2-135m-instruct/``);
@@ -23,6 +26,7 @@ Remote code is never trusted (``trust_remote_code=False``).
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from lmcore.paths import MODELS_DIR_ENV, PRETRAINED_MIRRORS, local_mirror
 
 GGUF_SUFFIX = ".gguf"
+ADAPTER_CONFIG = "adapter_config.json"
 OFFLINE_HINT = (
     f"Offline, a real pretrained model is mirrored: set {MODELS_DIR_ENV} to a folder like ../shared/models "
     "and load 'HuggingFaceTB/SmolLM2-135M-Instruct'."
@@ -55,11 +60,16 @@ def load_pretrained(
 
     Returns:
         The model in eval mode (never flagged as quantized) and its tokenizer, which always
-        has a pad token (the eos token when the checkpoint defines none).
+        has a pad token (the eos token when the checkpoint defines none). For an adapter
+        folder: the base with the adapter merged in, and the adapter folder's tokenizer
+        when it has one, else the base's.
 
     Raises:
         OSError: nothing loadable was found; the message lists what was tried.
     """
+    adapter_dir = Path(name_or_path).expanduser()
+    if (adapter_dir / ADAPTER_CONFIG).is_file():
+        return _load_with_adapter(adapter_dir, dtype=dtype, device=device)
     source, gguf_file, tried = _resolve(str(name_or_path), gguf_file)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
@@ -76,6 +86,38 @@ def load_pretrained(
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer
+
+
+def merge_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike) -> PreTrainedModel:
+    """``model`` with the PEFT adapter saved in ``adapter_dir`` merged into its weights.
+
+    The result is an ordinary transformers model of the same class (no PEFT wrapper), in eval
+    mode. ``model``'s own modules are changed: pass ``copy.deepcopy(model)`` to keep it.
+    """
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload().eval()
+
+
+def _load_with_adapter(
+    adapter_dir: Path, *, dtype: torch.dtype, device: str | torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The adapter's base model (``base_model_name_or_path``) with the adapter merged in, and a tokenizer."""
+    try:
+        base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{adapter_dir / ADAPTER_CONFIG} is not a readable adapter config: {error}") from None
+    if not isinstance(base, str) or not base:
+        raise ValueError(
+            f"the adapter {adapter_dir} names no base model (base_model_name_or_path in {ADAPTER_CONFIG}); "
+            "load the base with load_pretrained and apply the adapter with merge_adapter"
+        )
+    model, tokenizer = load_pretrained(base, dtype=dtype)
+    if (adapter_dir / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=False)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return merge_adapter(model, adapter_dir).to(device), tokenizer
 
 
 def _resolve(name: str, gguf_file: str | None) -> tuple[str, str | None, list[str]]:

@@ -196,6 +196,10 @@ def test_lora_qa_evaluates_and_merged_model_matches_the_adapter(tiny_gpt2, tmp_p
     adapter_logits = _logits(adapted, input_ids)
     assert (adapter_logits - base_logits).abs().max() > 1e-4  # the adapter learned something
     torch.testing.assert_close(_logits(merged, input_ids), adapter_logits, rtol=0, atol=1e-5)
+    # The adapter folder alone loads as its base (named in adapter_config.json) with the adapter merged in.
+    from_adapter, adapter_tokenizer = load_pretrained(result.adapter_dir)
+    torch.testing.assert_close(_logits(from_adapter, input_ids), adapter_logits, rtol=0, atol=1e-5)
+    assert adapter_tokenizer.pad_token is not None and not from_adapter.training
 
 
 def test_dpo_trains_all_weights_against_a_frozen_reference(tiny_gpt2, tmp_path):

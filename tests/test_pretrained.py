@@ -61,6 +61,21 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
         load_pretrained(weights)
 
 
+@pytest.mark.parametrize(
+    ("adapter_config", "message"),
+    [
+        ('{"peft_type": "LORA"}', "names no base model"),
+        ('{"peft_type": "LORA", "base_model_name_or_path": "BASE/missing"}', "could not load pretrained model"),
+        ("not json", "not a readable adapter config"),
+    ],
+)
+def test_an_adapter_folder_without_a_loadable_base_is_refused(adapter_config, message, tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(adapter_config.replace("BASE", str(tmp_path)))
+    with pytest.raises((ValueError, OSError), match=message):
+        load_pretrained(tmp_path / "adapter")
+
+
 @pytest.mark.slow
 def test_smollm2_gguf_mirror_becomes_an_ordinary_float32_model(tmp_path, shared_models_dir, monkeypatch):
     # Keep the model transformers loads from the GGUF file, to compare against it without a second ~25 s load.

@@ -329,7 +329,7 @@ def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
     assert _cli().main(["--base", str(base), "--finetuned", str(run_copy),
                         "--out", str(run_copy / "evaluation.json"), *settings]) == 0  # fmt: skip
     readme = tmp_path / "README.md"
-    readme.write_text("# Results\n<!-- results:finetune -->\nold\n<!-- /results:finetune -->\nend\n")
+    readme.write_text("# Results\n<!-- results:finetune -->\nSTALE TABLE\n<!-- /results:finetune -->\nend\n")
     spec = importlib.util.spec_from_file_location("publish_finetune_cli", REPO / "training" / "publish_finetune.py")
     publish = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(publish)
@@ -347,6 +347,18 @@ def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
         merged = GPT2LMHeadModel.from_pretrained(run / "merged").eval()(ids).logits
         published = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), adapter).eval()(ids).logits
     torch.testing.assert_close(published, merged, atol=2e-3, rtol=0)
+
+    # The published run (adapter, no merged/) evaluates as the run did: its adapter merged into the base.
+    republished = tmp_path / "republished.json"
+    assert _cli().main(["--base", str(base), "--finetuned", str(out / "lora-run"), "--out", str(republished),
+                        *settings]) == 0  # fmt: skip
+    again, first = json.loads(republished.read_text()), json.loads((run_copy / "evaluation.json").read_text())
+    assert again["models"]["finetuned"]["model_path"] == str(adapter)
+    assert again["models"]["finetuned"]["run"] == first["models"]["finetuned"]["run"]
+    for part in ("in_domain", "general"):
+        assert again["perplexity"][part]["finetuned"]["perplexity"] == pytest.approx(
+            first["perplexity"][part]["finetuned"]["perplexity"], rel=1e-3
+        )
 
     evaluation = json.loads((run_copy / "evaluation.json").read_text())
     (row,) = json.loads((out / "summary.json").read_text())
@@ -366,4 +378,4 @@ def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
         publish.main(["--runs", str(run_copy), "--out", str(tmp_path / "records"), "--no-adapter", "other"])
     assert exit_info.value.code == 2
     text = readme.read_text()
-    assert "old" not in text and "| lora-run | lora (qa) | 2 × 2 |" in text and text.endswith("end\n")
+    assert "STALE TABLE" not in text and "| lora-run | lora (qa) | 2 × 2 |" in text and text.endswith("end\n")

@@ -34,7 +34,7 @@ def finished_run(tmp_path: Path) -> Path:
 
 def test_publish_exports_fp16_checkpoints_and_fills_the_readme(finished_run: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:ptb -->\nold\n<!-- /results:ptb -->\nend\n", encoding="utf-8")
+    readme.write_text("intro\n<!-- results:ptb -->\nSTALE TABLE\n<!-- /results:ptb -->\nend\n", encoding="utf-8")
     result = subprocess.run([sys.executable, str(REPO / "training" / "publish_runs.py"), "--runs", str(finished_run),
                              "--out", str(tmp_path / "assets"), "--readme", str(readme)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -49,7 +49,7 @@ def test_publish_exports_fp16_checkpoints_and_fills_the_readme(finished_run: Pat
     results = json.loads((finished_run / "results.json").read_text())
     assert summary[0]["test_ppl"] == results["test_ppl"] and summary[0]["model"] == "lstm"
     text = readme.read_text()
-    assert "old" not in text and f"{results['test_ppl']:.1f}" in text and text.endswith("end\n")
+    assert "STALE TABLE" not in text and f"{results['test_ppl']:.1f}" in text and text.endswith("end\n")
 
 
 def test_publish_records_only_compares_each_run_to_the_first(finished_run: Path, tmp_path: Path) -> None:

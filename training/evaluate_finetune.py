@@ -7,9 +7,10 @@ Example (offline, with the mirrors in ../shared)::
         --finetuned runs/smollm2-lora --out runs/smollm2-lora/evaluation.json
 
 For each of the two models (``--base`` and ``--finetuned``: a Hub id, a model folder, a
-``.gguf`` file, or a run folder of ``training/finetune.py``, whose ``model/`` or
-``merged/`` model is used and whose settings, parameter counts, time and memory are
-copied into the report), it measures:
+``.gguf`` file, a LoRA adapter folder, or a run folder of ``training/finetune.py``, whose
+``model/`` or ``merged/`` model is used (in a published LoRA run without ``merged/``: its
+``adapter/``, merged into the base on load) and whose settings, parameter counts, time and
+memory are copied into the report), it measures:
 
 - **in-domain perplexity** on held-out PubMedQA text: the contexts and long answers of
   the 500 official test questions (``load_corpus("pubmedqa", "test")``; fine-tuning
@@ -205,9 +206,13 @@ def resolve_model(source: str) -> tuple[str, dict[str, Any] | None]:
 
     A folder whose ``config.json`` is a ``training/finetune.py`` run record (it has
     ``method`` and ``model_dir``) resolves to the run's model folder (``model/`` for
-    full fine-tuning, ``merged/`` for LoRA), looked up inside the run folder so a moved
-    run still works. Anything else is passed on to ``load_pretrained`` as it is.
+    full fine-tuning, ``merged/`` for LoRA; a LoRA run without ``merged/``, as
+    ``publish_finetune.py`` ships it, resolves to its ``adapter/``, which ``load_pretrained``
+    merges into the base), looked up inside the run folder so a moved run still works.
+    Anything else is passed on to ``load_pretrained`` as it is.
     """
+    from lmcore.pretrained import ADAPTER_CONFIG
+
     folder = Path(source)
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -215,13 +220,15 @@ def resolve_model(source: str) -> tuple[str, dict[str, Any] | None]:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if not ("method" in config and "model_dir" in config):
         return source, None  # a model folder: its config.json is the architecture
+    record = {key: config.get(key) for key in RUN_RECORD_KEYS}
     model_dir = folder / Path(config["model_dir"]).name
-    if not (model_dir / "config.json").is_file():
-        unfinished = "" if "result" in config else " (its config.json has no 'result': the run did not finish)"
-        raise ValueError(
-            f"{folder} is a fine-tuning run folder, but its model folder {model_dir} is missing{unfinished}"
-        )
-    return str(model_dir), {key: config.get(key) for key in RUN_RECORD_KEYS}
+    if (model_dir / "config.json").is_file():
+        return str(model_dir), record
+    adapter_dir = folder / Path(config["adapter_dir"]).name if config.get("adapter_dir") else None
+    if adapter_dir is not None and (adapter_dir / ADAPTER_CONFIG).is_file():
+        return str(adapter_dir), record  # a published LoRA run: the adapter, merged into the base on load
+    unfinished = "" if "result" in config else " (its config.json has no 'result': the run did not finish)"
+    raise ValueError(f"{folder} is a fine-tuning run folder, but its model folder {model_dir} is missing{unfinished}")
 
 
 def reusable_base_results(path: str, report: dict[str, Any], base: str) -> dict[str, Any]:

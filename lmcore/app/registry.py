@@ -27,9 +27,8 @@ from typing import Any
 
 from lmcore.io import read_json_object
 from lmcore.models import MODEL_TYPES
+from lmcore.pretrained import ADAPTER_CONFIG, load_pretrained, merge_adapter
 from lmcore.runs import RunInfo, format_count
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 class ModelUnavailable(Exception):
@@ -197,8 +196,6 @@ class ModelRegistry:
         if spec.kind == "run":
             return self._load_run(spec)
         if spec.kind == "pretrained":
-            from lmcore.pretrained import load_pretrained
-
             return load_pretrained(spec.source, device=self.device)
         if spec.kind == "finetuned":
             return self._load_finetuned(spec)
@@ -222,8 +219,6 @@ class ModelRegistry:
         if not path.is_dir():
             raise ModelUnavailable(f"no fine-tuned model at {path}")
         if not (path / ADAPTER_CONFIG).is_file():  # a merged model folder
-            from lmcore.pretrained import load_pretrained
-
             return load_pretrained(path, device=self.device)
         if spec.base is None or spec.base not in self._specs:
             raise ModelUnavailable(f"the LoRA adapter {path} needs a base model, and none is configured")
@@ -231,12 +226,9 @@ class ModelRegistry:
             base = self.get(spec.base)
         except ModelUnavailable as error:
             raise ModelUnavailable(f"its base model {spec.base!r} is unavailable: {error}") from error
-        from peft import PeftModel
-
         # A copy of the base gets the adapter and is merged, so the base entry stays untouched
         # and the fine-tuned model runs as an ordinary transformers model.
-        merged = PeftModel.from_pretrained(copy.deepcopy(base.model), str(path)).merge_and_unload()
-        return merged.eval(), base.tokenizer
+        return merge_adapter(copy.deepcopy(base.model), path), base.tokenizer
 
 
 def _run_version(spec: ModelSpec) -> Any:
