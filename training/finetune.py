@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lmcore.finetune import METHODS, MODES, FinetuneSettings  # noqa: E402
+from lmcore.finetune import METHODS, MODES, QA_PROMPT_FORMATS, FinetuneSettings  # noqa: E402
 
 DEFAULTS = FinetuneSettings()
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokens per training block in --mode lm")
     parser.add_argument("--max-length", type=int, default=DEFAULTS.max_length,
                         help="truncate prompt + answer to this many tokens (qa / dpo)")
+    parser.add_argument("--qa-prompt", choices=sorted(QA_PROMPT_FORMATS), default=DEFAULTS.qa_prompt,
+                        help="qa / dpo prompt: question-first 'Question: ...\\nContext: ...\\nAnswer:' (the course's) "
+                             "or question-last 'Context: ...\\nQuestion: ...\\nAnswer:'; evaluation uses the same")
     parser.add_argument("--lora", action="store_true", help="with --method dpo: train a LoRA adapter, not all weights")
     parser.add_argument("--lora-r", type=int, default=DEFAULTS.lora_r, help="LoRA rank")
     parser.add_argument("--lora-alpha", type=int, default=DEFAULTS.lora_alpha, help="LoRA scaling numerator (scale = alpha / r)")
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             logging_steps=args.logging_steps,
             chunk_length=args.chunk_length,
             max_length=args.max_length,
+            qa_prompt=args.qa_prompt,
             lora=True if args.method == "lora" else args.lora,
             lora_r=args.lora_r,
             lora_alpha=args.lora_alpha,

@@ -1,6 +1,8 @@
 """Fine-tuning pretrained Hugging Face causal LMs on PubMedQA: data builders and SFT / LoRA / DPO recipes."""
 
 from lmcore.finetune.data import (
+    DEFAULT_QA_PROMPT,
+    QA_PROMPT_FORMATS,
     build_lm_dataset,
     build_preference_dataset,
     build_qa_dataset,
@@ -19,8 +21,10 @@ from lmcore.finetune.recipes import (
 )
 
 __all__ = [
+    "DEFAULT_QA_PROMPT",
     "METHODS",
     "MODES",
+    "QA_PROMPT_FORMATS",
     "FinetuneResult",
     "FinetuneSettings",
     "build_lm_dataset",

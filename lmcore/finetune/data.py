@@ -11,7 +11,10 @@ Three builders, one per kind of fine-tuning data:
   trains on every token.
 - :func:`build_qa_dataset` (question answering, for ``SFTTrainer``): standard
   prompt-completion rows ``{"prompt": "Question: {q}\\nContext: {contexts}\\nAnswer:",
-  "completion": " {decision}. {long answer}"}``. SFTTrainer appends eos to the
+  "completion": " {decision}. {long answer}"}``. That prompt is the ``"question-first"``
+  format (the course's); ``"question-last"`` puts the question after the context,
+  ``"Context: {contexts}\\nQuestion: {q}\\nAnswer:"``, next to the answer it asks for
+  (:data:`QA_PROMPT_FORMATS`). SFTTrainer appends eos to the
   completion, and with ``completion_only_loss`` (its default for this format)
   the prompt tokens get label -100: the loss is on the completion only.
 - :func:`build_preference_dataset` (for ``DPOTrainer``): rows ``{"prompt",
@@ -46,14 +49,24 @@ from transformers import PreTrainedTokenizerBase
 
 from lmcore.data.pubmedqa import DECISIONS, official_test_ids
 
-PROMPT_TEMPLATE = "Question: {question}\nContext: {context}\nAnswer:"
+QA_PROMPT_FORMATS = {
+    "question-first": "Question: {question}\nContext: {context}\nAnswer:",
+    "question-last": "Context: {context}\nQuestion: {question}\nAnswer:",
+}
+DEFAULT_QA_PROMPT = "question-first"
 
 
-def qa_prompt(record: Any) -> str:
-    """The question-answering prompt of a record (also used for DPO and for evaluation)."""
+def qa_prompt(record: Any, prompt_format: str = DEFAULT_QA_PROMPT) -> str:
+    """The question-answering prompt of a record (also used for DPO and for evaluation).
+
+    prompt_format: a key of :data:`QA_PROMPT_FORMATS`; the contexts are joined by spaces.
+    """
+    template = QA_PROMPT_FORMATS.get(prompt_format)
+    if template is None:
+        raise ValueError(f"unknown QA prompt format {prompt_format!r}; allowed: {sorted(QA_PROMPT_FORMATS)}")
     question = _text_field(record, "question")
     context = " ".join(_contexts(record))
-    return PROMPT_TEMPLATE.format(question=question, context=context)
+    return template.format(question=question, context=context)
 
 
 def qa_completion(decision: str, long_answer: str) -> str:
@@ -93,11 +106,13 @@ def build_lm_dataset(
     return Dataset.from_list([{"input_ids": chunk} for chunk in chunks])
 
 
-def build_qa_dataset(records: Iterable[Any], *, exclude_pubids: Collection[str] = ()) -> Dataset:
+def build_qa_dataset(
+    records: Iterable[Any], *, prompt_format: str = DEFAULT_QA_PROMPT, exclude_pubids: Collection[str] = ()
+) -> Dataset:
     """Prompt-completion rows ``{"prompt", "completion", "pubid"}`` (loss on the completion only)."""
     rows = [
         {
-            "prompt": qa_prompt(record),
+            "prompt": qa_prompt(record, prompt_format),
             "completion": qa_completion(_decision(record), _text_field(record, "long_answer")),
             "pubid": str(_field(record, "pubid")),
         }
@@ -107,7 +122,11 @@ def build_qa_dataset(records: Iterable[Any], *, exclude_pubids: Collection[str] 
 
 
 def build_preference_dataset(
-    records: Iterable[Any], *, seed: int = 0, exclude_pubids: Collection[str] = ()
+    records: Iterable[Any],
+    *,
+    seed: int = 0,
+    prompt_format: str = DEFAULT_QA_PROMPT,
+    exclude_pubids: Collection[str] = (),
 ) -> Dataset:
     """DPO rows ``{"prompt", "chosen", "rejected", "pubid"}``: right vs. a seeded wrong decision, same long answer."""
     rows = []
@@ -117,7 +136,7 @@ def build_preference_dataset(
         long_answer = _text_field(record, "long_answer")
         rows.append(
             {
-                "prompt": qa_prompt(record),
+                "prompt": qa_prompt(record, prompt_format),
                 "chosen": qa_completion(decision, long_answer),
                 "rejected": qa_completion(wrong_decision(decision, pubid, seed), long_answer),
                 "pubid": pubid,

@@ -68,6 +68,8 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from lmcore.finetune.data import (
+    DEFAULT_QA_PROMPT,
+    QA_PROMPT_FORMATS,
     build_lm_dataset,
     build_preference_dataset,
     build_qa_dataset,
@@ -100,6 +102,7 @@ class FinetuneSettings:
     early_stopping_patience: int = 3  # evaluations without a lower eval loss before stopping
     chunk_length: int = 256  # tokens per block in mode "lm"
     max_length: int = 1024  # truncation of QA / preference sequences (prompt + completion)
+    qa_prompt: str = DEFAULT_QA_PROMPT  # QA / preference prompt format, a key of QA_PROMPT_FORMATS
     lora: bool | None = None  # None: True for "lora", False for "sft" and "dpo"
     lora_r: int = 16
     lora_alpha: int = 32
@@ -370,6 +373,8 @@ def _resolve_settings(method: str, hyper: dict[str, Any]) -> FinetuneSettings:
     for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "eval_steps", "lora_r", "lora_alpha"):
         if getattr(settings, name) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(settings, name)}")
+    if settings.qa_prompt not in QA_PROMPT_FORMATS:
+        raise ValueError(f"qa_prompt must be one of {sorted(QA_PROMPT_FORMATS)}, got {settings.qa_prompt!r}")
     if settings.max_steps == 0 or settings.max_steps < -1:
         raise ValueError(f"max_steps must be positive (or -1 to use num_train_epochs), got {settings.max_steps}")
     return settings
@@ -377,10 +382,12 @@ def _resolve_settings(method: str, hyper: dict[str, Any]) -> FinetuneSettings:
 
 def _build_dataset(method, mode, records, tokenizer, settings, exclude_pubids) -> Dataset:
     if method == "dpo":
-        return build_preference_dataset(records, seed=settings.seed, exclude_pubids=exclude_pubids)
+        return build_preference_dataset(
+            records, seed=settings.seed, prompt_format=settings.qa_prompt, exclude_pubids=exclude_pubids
+        )
     if mode == "lm":
         return build_lm_dataset(records, tokenizer, chunk_length=settings.chunk_length, exclude_pubids=exclude_pubids)
-    return build_qa_dataset(records, exclude_pubids=exclude_pubids)
+    return build_qa_dataset(records, prompt_format=settings.qa_prompt, exclude_pubids=exclude_pubids)
 
 
 def _check_prompts_fit(dataset: Dataset, tokenizer, max_length: int, name: str) -> None:
