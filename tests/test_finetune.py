@@ -74,6 +74,14 @@ def test_qa_rows_are_prompt_and_decision_first_completion():
     )
     assert row["completion"] == " no. Drug 1 reduced mortality."
     assert row["pubid"] == "900001"
+    question_last = build_qa_dataset([TRAIN[1]], prompt_format="question-last")[0]
+    assert question_last["prompt"] == (
+        "Context: We studied 30 patients given drug 1. Mortality fell from 9% to 4%.\n"
+        "Question: Does drug 1 reduce mortality after surgery?\nAnswer:"
+    )
+    assert question_last["completion"] == row["completion"]
+    with pytest.raises(ValueError, match=r"unknown QA prompt format 'context-first'; allowed: \['question-first'"):
+        qa_prompt(TRAIN[1], "context-first")
 
 
 def test_preference_pairs_differ_only_in_a_wrong_decision_fixed_by_seed_and_pubid():
@@ -242,6 +250,7 @@ def test_sequence_lengths_are_checked_against_model_and_prompts(options, message
         ("dpo", {"mode": "lm"}, "mode='qa'"),
         ("sft", {"lora": True}, "method 'lora'"),
         ("sft", {"learning_rte": 1e-4}, "unknown fine-tuning setting"),
+        ("sft", {"qa_prompt": "question-middle"}, "qa_prompt must be one of"),
     ],
 )
 def test_bad_options_are_refused(method, options, message, tmp_path):

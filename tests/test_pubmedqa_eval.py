@@ -61,14 +61,15 @@ def brute_force_log_likelihood(model, tokenizer, prompt: str, option: str, windo
 # ----------------------------------------------------------------------------- scoring
 
 
-def test_probabilities_sum_to_one_and_match_a_brute_force_computation(tokenizer):
+@pytest.mark.parametrize("prompt_format", ["question-first", "question-last"])
+def test_probabilities_sum_to_one_and_match_a_brute_force_computation(prompt_format, tokenizer):
     model = tiny_gpt2()
     options = ("yes", "no", "maybe", "hippopotamus", "not sure")  # the last two are several GPT-2 tokens
     assert len(tokenizer(" hippopotamus")["input_ids"]) == 3 and len(tokenizer(" not sure")["input_ids"]) == 2
-    probabilities = score_decisions(model, tokenizer, QUESTION, CONTEXTS, options=options)
+    probabilities = score_decisions(model, tokenizer, QUESTION, CONTEXTS, options=options, prompt_format=prompt_format)
     assert not model.training  # left in eval mode, as it came
 
-    prompt = qa_prompt({"question": QUESTION, "contexts": CONTEXTS})
+    prompt = qa_prompt({"question": QUESTION, "contexts": CONTEXTS}, prompt_format)
     expected = torch.tensor([brute_force_log_likelihood(model, tokenizer, prompt, o) for o in options]).softmax(0)
     assert list(probabilities) == list(options)
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-12)
@@ -269,10 +270,21 @@ def test_cli_reuses_the_base_results_of_an_earlier_report_with_the_same_settings
     assert [row["base"] for row in report["generations"]] == [row["base"] for row in earlier["generations"]]
     assert report["models"]["base"]["reused_from"] == str(first)
 
+    assert earlier["meta"]["settings"]["qa_prompt"] == "question-first"  # the LoRA run's, the default
+
     changed = [arg if arg != "4" else "5" for arg in settings]  # --limit 5
     with pytest.raises(SystemExit) as exit_info:
         _cli().main([*argv[:-2], "--reuse-base", str(first), *changed])
     assert exit_info.value.code == 2 and "settings differ (limit)" in capsys.readouterr().err
+    # Base results scored with another prompt format are not reused either.
+    with pytest.raises(SystemExit) as exit_info:
+        _cli().main([*argv, *settings, "--qa-prompt", "question-last"])
+    assert exit_info.value.code == 2 and "settings differ (qa_prompt)" in capsys.readouterr().err
+    # A report from before --qa-prompt existed (no qa_prompt setting) was scored with the default format.
+    legacy = json.loads(first.read_text())
+    del legacy["meta"]["settings"]["qa_prompt"]
+    first.write_text(json.dumps(legacy))
+    assert _cli().main([*argv[:-2], "--reuse-base", str(first), "--out", str(tmp_path / "third.json"), *settings]) == 0
 
 
 @pytest.mark.parametrize(

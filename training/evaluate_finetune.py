@@ -26,7 +26,8 @@ memory are copied into the report), it measures:
   fixed random sample of N of them, seed ``LIMIT_SEED``, the same for both models and
   every run; not the first N, as the official file lists all "yes" questions first), by
   comparing the likelihoods of "yes", "no" and "maybe" after the QA prompt (zero-shot
-  for a base model; :mod:`lmcore.eval.pubmedqa`), with the majority-class
+  for a base model; :mod:`lmcore.eval.pubmedqa`; both models get the prompt format the
+  fine-tuned run was trained with, or ``--qa-prompt``), with the majority-class
   baseline of the same questions (276/500 = 55.2% "yes" on all 500) and the confusion
   matrix;
 - **greedy generations** for fixed prompts (``--prompt`` adds more), side by side.
@@ -58,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lmcore.finetune.data import DEFAULT_QA_PROMPT, QA_PROMPT_FORMATS  # noqa: E402
 
 DEFAULT_PROMPTS = (
     # The course example, verbatim, and the same question in the fine-tuning prompt format.
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=512,
                         help="perplexity window step in tokens; each token sees >= context-length - stride of context")
     parser.add_argument("--batch-size", type=int, default=4, help="windows / questions per forward pass")
+    parser.add_argument("--qa-prompt", choices=sorted(QA_PROMPT_FORMATS), default=None,
+                        help="PubMedQA prompt format for both models (default: the one the fine-tuned run was "
+                        f"trained with, else {DEFAULT_QA_PROMPT})")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens per greedy generation")
     parser.add_argument("--prompt", action="append", default=[], help="an extra generation prompt (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         sources = {"base": resolve_model(args.base), "finetuned": resolve_model(args.finetuned)}
+        finetuned_run = sources["finetuned"][1] or {}
+        args.qa_prompt = args.qa_prompt or (finetuned_run.get("settings") or {}).get("qa_prompt", DEFAULT_QA_PROMPT)
         loaded = {role: load_pretrained(path, device=device) for role, (path, _) in sources.items()}
         records = sample_records(load_pubmedqa("test"), args.limit)
         full_texts = {"in_domain": load_corpus(*IN_DOMAIN), "general": load_corpus(*GENERAL)}
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             report["perplexity"][part][role] = result.to_dict()
             seconds[f"{part}_perplexity"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        pubmedqa = evaluate_pubmedqa(model, tokenizer, records, batch_size=args.batch_size)
+        pubmedqa = evaluate_pubmedqa(model, tokenizer, records, batch_size=args.batch_size,
+                                     prompt_format=args.qa_prompt)  # fmt: skip
         seconds["pubmedqa"] = time.perf_counter() - tick
         for key in ("majority_label", "majority_baseline", "majority_macro_f1"):
             report["pubmedqa"][key] = pubmedqa.pop(key)
@@ -239,7 +248,8 @@ def reusable_base_results(path: str, report: dict[str, Any], base: str) -> dict[
     try:
         earlier = json.loads(Path(path).read_text(encoding="utf-8"))
         earlier_base = earlier["models"]["base"]["source"]
-        earlier_settings = earlier["meta"]["settings"]
+        # Reports written before --qa-prompt existed all used the default format.
+        earlier_settings = {"qa_prompt": DEFAULT_QA_PROMPT, **earlier["meta"]["settings"]}
         earlier_prompts = [row["prompt"] for row in earlier["generations"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"--reuse-base {path}: not a readable report of this script ({type(error).__name__}: {error})") from None
@@ -307,6 +317,7 @@ def _meta(args: argparse.Namespace, device: str, context_length: int, stride: in
             "context_length": context_length,
             "stride": stride,
             "batch_size": args.batch_size,
+            "qa_prompt": args.qa_prompt,
             "max_new_tokens": args.max_new_tokens,
             "decoding": "greedy",
         },

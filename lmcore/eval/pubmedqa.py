@@ -1,7 +1,8 @@
 """PubMedQA by likelihood: which of "yes", "no", "maybe" does the model find most likely?
 
 For a record, the prompt is the fine-tuning QA prompt (:func:`lmcore.finetune.data.qa_prompt`,
-``"Question: ...\\nContext: ...\\nAnswer:"``) and each option is scored as the
+``"Question: ...\\nContext: ...\\nAnswer:"``, or with ``prompt_format="question-last"``
+``"Context: ...\\nQuestion: ...\\nAnswer:"``: score a model with the format it was trained on) and each option is scored as the
 completion the QA fine-tuning trains on, which starts with ``" {decision}"``:
 
     log p(option | prompt) = sum over the option's tokens t_i of log p(t_i | prompt, t_1 .. t_{i-1})
@@ -46,7 +47,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmcore.data.pubmedqa import DECISIONS
-from lmcore.finetune.data import qa_prompt
+from lmcore.finetune.data import DEFAULT_QA_PROMPT, qa_prompt
 from lmcore.models.base import LanguageModel
 from lmcore.models.hf import as_language_model
 
@@ -77,6 +78,7 @@ def score_decisions(
     contexts: str | Sequence[str],
     *,
     options: Sequence[str] = DECISIONS,
+    prompt_format: str = DEFAULT_QA_PROMPT,
 ) -> dict[str, float]:
     """Probabilities ``{"yes": p, "no": p, "maybe": p}`` (summing to 1) that the answer starts with each option.
 
@@ -84,11 +86,13 @@ def score_decisions(
     tokenizer: its Hugging Face tokenizer (or an lmcore tokenizer).
     question: the question; contexts: the abstract, one string or a list of section strings.
     options: the answers to compare (each scored after a space, as the QA completion starts).
+    prompt_format: the QA prompt format (a key of ``lmcore.finetune.data.QA_PROMPT_FORMATS``).
     """
     if isinstance(contexts, str):
         contexts = [contexts]
     record = {"pubid": None, "question": question, "contexts": list(contexts)}
-    return predict_decisions(model, tokenizer, [record], batch_size=1, options=options)[0]["probabilities"]
+    predictions = predict_decisions(model, tokenizer, [record], batch_size=1, options=options, prompt_format=prompt_format)
+    return predictions[0]["probabilities"]
 
 
 def predict_decisions(
@@ -98,12 +102,14 @@ def predict_decisions(
     *,
     batch_size: int = 4,
     options: Sequence[str] = DECISIONS,
+    prompt_format: str = DEFAULT_QA_PROMPT,
 ) -> list[dict[str, Any]]:
     """Score every option for every record; one dict per record, in order.
 
     records: :class:`~lmcore.data.pubmedqa.PubMedQARecord` objects or mappings with at least
         ``question`` and ``contexts`` (``pubid`` and ``decision`` are copied when present).
     batch_size: forward passes (sequences) per batch.
+    prompt_format: the QA prompt format (a key of ``lmcore.finetune.data.QA_PROMPT_FORMATS``).
 
     Each dict holds ``pubid``, ``decision`` (the gold label, or None), ``prediction`` (the most
     likely option; the first of ``options`` on a tie), ``probabilities`` and ``log_likelihoods``
@@ -119,7 +125,9 @@ def predict_decisions(
     if not records:
         raise ValueError("no records given; pass at least one PubMedQA record")
     lm = as_language_model(model)
-    queries = [_record_queries(tokenizer, qa_prompt(record), options, lm.max_context) for record in records]
+    queries = [
+        _record_queries(tokenizer, qa_prompt(record, prompt_format), options, lm.max_context) for record in records
+    ]
     # The mode is restored on `model` itself: a fresh HFCausalLM wrapper does not know the wrapped model's mode.
     was_training = model.training
     try:
@@ -255,11 +263,13 @@ def evaluate_pubmedqa(
     records: Iterable[Any],
     *,
     batch_size: int = 4,
+    prompt_format: str = DEFAULT_QA_PROMPT,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, majority baseline and confusion matrix of the likelihood predictions.
 
     records: labelled PubMedQA records (``question``, ``contexts``, ``decision``), e.g.
         ``lmcore.data.load_pubmedqa("test")``.
+    prompt_format: the QA prompt format (see :func:`predict_decisions`).
 
     Returns a JSON-ready dict: ``n``; ``accuracy`` and ``macro_f1`` (in [0, 1]) and ``f1_per_label``;
     ``majority_label``, ``majority_baseline`` (the accuracy of always answering the most frequent
@@ -271,7 +281,7 @@ def evaluate_pubmedqa(
     if not records:
         raise ValueError("no records given; pass at least one labelled PubMedQA record")
     golds = [_gold_decision(record) for record in records]  # checked before the model runs
-    predictions = predict_decisions(model, tokenizer, records, batch_size=batch_size)
+    predictions = predict_decisions(model, tokenizer, records, batch_size=batch_size, prompt_format=prompt_format)
     predicted = [prediction["prediction"] for prediction in predictions]
 
     accuracy_metric, f1_metric = load_metric(ACCURACY_METRIC), load_metric(F1_METRIC)
