@@ -178,8 +178,9 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 gr.Markdown(
                     f"**Base:** `{state.pubmedqa_base}` · **Fine-tuned:** "
                     + (f"`{state.pubmedqa_finetuned}`" if state.pubmedqa_finetuned else f"unavailable: {state.finetuned_missing_reason}")
-                    + "\n\nBoth read the same prompt (`Question: … Context: … Answer:`); the yes/no/maybe "
-                    "probabilities compare the likelihood of each answer, as in the evaluation."
+                    + f"\n\nBoth read the same prompt (`{pubmedqa.prompt_outline(state.pubmedqa_prompt_format)}`, "
+                    "the format the fine-tuned model was trained on); the yes/no/maybe probabilities compare the "
+                    "likelihood of each answer, as in the evaluation."
                 )
                 qa_source = gr.Markdown(elem_classes="status-box")
                 qa_pick = gr.Dropdown([], label="A test question", info="or type your own below", allow_custom_value=False)
@@ -345,7 +346,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 return
             gold = f"**Gold answer:** {question.gold} — _{question.long_answer}_" if question.gold else ""
             names = [state.pubmedqa_base, state.pubmedqa_finetuned]
-            for step in pubmedqa.answer_side_by_side(registry, names, question, ["", state.finetuned_missing_reason]):
+            missing = ["", state.finetuned_missing_reason]
+            for step in pubmedqa.answer_side_by_side(registry, names, question, missing, state.pubmedqa_prompt_format):
                 stage = {"writing": "Writing the answers…", "done": "Done."}.get(step.stage, f"{step.stage[0].upper()}{step.stage[1:]}…")
                 verdicts = [_error(text) if text.startswith("unavailable") else text for text in step.verdicts]
                 yield ((_notes(notes) + " " + stage).strip(), gold, step.probabilities[0], verdicts[0],

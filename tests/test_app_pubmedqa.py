@@ -15,7 +15,9 @@ from lmcore.app.pubmedqa import (
     decision_probabilities,
     evaluation_summary,
     find_evaluation,
+    finetuned_prompt_format,
     load_test_questions,
+    prompt_outline,
     qa_prompt_text,
     question_choices,
     verdict,
@@ -134,3 +136,20 @@ def test_base_and_fine_tuned_answer_side_by_side(gpt2_tokenizer_dir: Path) -> No
     assert last.probabilities[0] != pytest.approx(last.probabilities[1])  # the adapter changes the model
     without = list(answer_side_by_side(registry, [base, None], CHOSEN, ["", "no adapter in assets"]))[-1]
     assert without.verdicts[1] == "unavailable: no adapter in assets" and len(without.outputs) == 1
+    # A model fine-tuned on question-last prompts is scored and prompted with them.
+    last_first = list(answer_side_by_side(registry, [base, "tuned"], CHOSEN, prompt_format="question-last"))[-1]
+    assert last_first.probabilities[1] == pytest.approx(decision_probabilities(registry, "tuned", CHOSEN, "question-last"))
+    assert last_first.probabilities[1] != pytest.approx(last.probabilities[1])
+
+
+def test_the_prompt_format_comes_from_the_fine_tuned_run_record(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    assert finetuned_prompt_format(run / "adapter") is None and finetuned_prompt_format(None) is None
+    (run / "config.json").write_text(json.dumps({"method": "lora", "settings": {"lr": 1e-4}}))
+    assert finetuned_prompt_format(run / "adapter") is None  # a run from before the setting existed: the default
+    (run / "config.json").write_text(json.dumps({"method": "lora", "settings": {"qa_prompt": "question-last"}}))
+    assert finetuned_prompt_format(run / "adapter") == "question-last"
+    assert prompt_outline(None) == "Question: … Context: … Answer:"
+    assert prompt_outline("question-last") == "Context: … Question: … Answer:"
+    assert qa_prompt_text(CHOSEN, "question-last") == "Context: Part one. Part two.\nQuestion: Does X help?\nAnswer:"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmcore.app.config import AppConfig
+from lmcore.app.pubmedqa import finetuned_prompt_format
 from lmcore.app.registry import ModelRegistry, find_finetuned, finetuned_spec, pretrained_spec
 from lmcore.app.runs import discover_runs
 from lmcore.app.training import TrainingManager
@@ -45,6 +46,7 @@ class AppState:
     pubmedqa_finetuned: str | None  # registry name of its fine-tuned version, None when there is none
     finetuned_missing_reason: str  # why there is none
     pubmedqa_finetuned_path: Path | None = None  # its adapter or model folder
+    pubmedqa_prompt_format: str | None = None  # the QA prompt format it was trained with (None: the default)
 
     @classmethod
     def create(cls, config: AppConfig) -> AppState:
@@ -72,8 +74,9 @@ class AppState:
             finetuned_name = spec.name
         disabled = "this app runs in Space mode (LMCORE_SPACE=1), shared by every visitor"
         trainer = TrainingManager(config.train_dir, enabled=not config.space_mode, disabled_reason=disabled)
-        return cls(config, registry, trainer, runs, base_spec.name, finetuned_name, reason,
-                   finetuned_path if finetuned_name else None)
+        shown_path = finetuned_path if finetuned_name else None
+        return cls(config, registry, trainer, runs, base_spec.name, finetuned_name, reason, shown_path,
+                   finetuned_prompt_format(shown_path))
 
     def refresh_runs(self) -> dict[str, RunInfo]:
         """Look for run folders again (new runs, finished runs) and update the model list."""

@@ -102,21 +102,47 @@ def context_text(question: Question) -> str:
     return "\n\n".join(question.contexts)
 
 
-def qa_prompt_text(question: Question) -> str:
-    """The fine-tuning QA prompt (``Question: ...\\nContext: ...\\nAnswer:``)."""
-    from lmcore.finetune.data import qa_prompt
+def qa_prompt_text(question: Question, prompt_format: str | None = None) -> str:
+    """The fine-tuning QA prompt (``Question: ...\\nContext: ...\\nAnswer:``, or another format of
+    ``lmcore.finetune.data.QA_PROMPT_FORMATS``; None: the default)."""
+    from lmcore.finetune.data import DEFAULT_QA_PROMPT, qa_prompt
 
-    return qa_prompt({"question": question.question, "contexts": question.contexts})
+    record = {"question": question.question, "contexts": question.contexts}
+    return qa_prompt(record, prompt_format or DEFAULT_QA_PROMPT)
 
 
-def decision_probabilities(registry: ModelRegistry, name: str, question: Question) -> dict[str, float]:
+def prompt_outline(prompt_format: str | None = None) -> str:
+    """The QA prompt format on one line with "…" for the texts, e.g. ``Question: … Context: … Answer:``."""
+    from lmcore.finetune.data import DEFAULT_QA_PROMPT, QA_PROMPT_FORMATS
+
+    return QA_PROMPT_FORMATS[prompt_format or DEFAULT_QA_PROMPT].format(question="…", context="…").replace("\n", " ")
+
+
+def finetuned_prompt_format(finetuned: Path | None) -> str | None:
+    """The QA prompt format the fine-tuned model at ``finetuned`` was trained with, from the settings in
+    the ``config.json`` of its run folder (``finetuned`` or its parent); None when no run record says."""
+    if finetuned is None:
+        return None
+    for folder in (finetuned, finetuned.parent):
+        record = read_json_object(folder / "config.json")
+        if isinstance(record, dict) and "method" in record and isinstance(record.get("settings"), dict):
+            prompt_format = record["settings"].get("qa_prompt")
+            return prompt_format if isinstance(prompt_format, str) else None
+    return None
+
+
+def decision_probabilities(
+    registry: ModelRegistry, name: str, question: Question, prompt_format: str | None = None
+) -> dict[str, float]:
     """P(yes), P(no), P(maybe) from model ``name``; ModelUnavailable / RuntimeError with a reason."""
     try:
         from lmcore.eval.pubmedqa import score_decisions
+        from lmcore.finetune.data import DEFAULT_QA_PROMPT
     except ImportError as error:
         raise RuntimeError(f"yes/no/maybe scoring is not available yet ({error})") from error
     loaded = registry.get(name)
-    probabilities = score_decisions(loaded.model, loaded.tokenizer, question.question, question.contexts)
+    probabilities = score_decisions(loaded.model, loaded.tokenizer, question.question, question.contexts,
+                                    prompt_format=prompt_format or DEFAULT_QA_PROMPT)  # fmt: skip
     return {decision: float(probabilities[decision]) for decision in DECISIONS if decision in probabilities}
 
 
@@ -142,12 +168,17 @@ class AnswerState:
 
 
 def answer_side_by_side(
-    registry: ModelRegistry, names: list[str | None], question: Question, missing_reasons: list[str] | None = None
+    registry: ModelRegistry,
+    names: list[str | None],
+    question: Question,
+    missing_reasons: list[str] | None = None,
+    prompt_format: str | None = None,
 ) -> Iterator[AnswerState]:
     """Score yes/no/maybe with each model, then stream their greedy answers side by side.
 
     names: the base model and the fine-tuned one (None when there is none; ``missing_reasons``
-    says why). Yields after each model is scored and whenever an answer grows; closing the
+    says why). prompt_format: the QA prompt format for both (the fine-tuned model's; None: the
+    default). Yields after each model is scored and whenever an answer grows; closing the
     generator stops the answers being written.
     """
     from lmcore.app.generation import Decoding, stream_side_by_side
@@ -161,13 +192,13 @@ def answer_side_by_side(
             continue
         yield AnswerState(f"scoring {name}", list(probabilities), list(verdicts), [])
         try:
-            probabilities[index] = decision_probabilities(registry, name, question)
+            probabilities[index] = decision_probabilities(registry, name, question, prompt_format)
             verdicts[index] = verdict(probabilities[index], question.gold)
         except Exception as error:  # an unavailable model or scorer is reported in its column
             verdicts[index] = f"unavailable: {error}"
     settings = Decoding(do_sample=False, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=ANSWER_TOKENS, seed=0)
     available = [name for name in names if name is not None]
-    stream = stream_side_by_side(registry, available, qa_prompt_text(question), settings)
+    stream = stream_side_by_side(registry, available, qa_prompt_text(question, prompt_format), settings)
     with contextlib.closing(stream):
         for outputs in stream:
             running = any(output.state in ("waiting", "loading", "generating") for output in outputs)
