@@ -12,7 +12,14 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lmcore.data.pubmedqa import PubMedQARecord, official_test_ids
-from lmcore.eval.pubmedqa import METRICS_DIR, evaluate_pubmedqa, load_metric, predict_decisions, score_decisions
+from lmcore.eval.pubmedqa import (
+    METRICS_DIR,
+    evaluate_pubmedqa,
+    load_metric,
+    predict_decisions,
+    score_decisions,
+    yes_no_auc,
+)
 from lmcore.finetune import qa_prompt
 from lmcore.models.hf import HFCausalLM
 
@@ -135,6 +142,20 @@ def test_accuracy_macro_f1_and_confusion_on_a_model_that_always_says_no(tokenize
     assert result["majority_label"] == "yes" and result["majority_baseline"] == pytest.approx(4 / 7)
     assert result["majority_macro_f1"] == pytest.approx(8 / 33)
     assert all(p["probabilities"]["no"] > 0.99 for p in result["predictions"])
+
+
+def test_yes_no_auc_ranks_yes_questions_above_no_questions():
+    def prediction(gold, margin):  # log p(yes) - log p(no) = margin
+        return {"decision": gold, "log_likelihoods": {"yes": -1.0 + margin, "no": -1.0, "maybe": -9.0}}
+
+    separated = [prediction("yes", 2.0), prediction("yes", 1.0), prediction("no", 0.5), prediction("maybe", 5.0)]
+    assert yes_no_auc(separated) == 1.0  # "maybe" records are left out
+    assert yes_no_auc([prediction("yes", -1.0), prediction("no", 1.0)]) == 0.0
+    # A constant score (any bias, e.g. always "yes") carries no information: 0.5.
+    assert yes_no_auc([prediction("yes", 3.0), prediction("yes", 3.0), prediction("no", 3.0)]) == 0.5
+    # 2 yes x 2 no pairs: (2 > 1), (2 > 3 no), (0 > 1 no), (0 > 3 no) -> 1 of 4.
+    assert yes_no_auc([prediction("yes", 2.0), prediction("yes", 0.0), prediction("no", 1.0), prediction("no", 3.0)]) == 0.25
+    assert yes_no_auc([prediction("yes", 1.0), prediction("maybe", 0.0)]) is None
 
 
 def test_records_without_the_needed_fields_are_refused(tokenizer):
@@ -376,6 +397,8 @@ def test_publishing_a_lora_run_ships_an_fp16_adapter_that_reproduces_it(
     (row,) = json.loads((out / "summary.json").read_text())
     assert row["method"] == "lora" and row["steps"] == 2 and row["pubmedqa_n"] == 3
     assert row["accuracy_finetuned"] == evaluation["pubmedqa"]["finetuned"]["accuracy"]
+    assert row["yes_no_auc_finetuned"] == evaluation["pubmedqa"]["finetuned"]["yes_no_auc"]
+    assert row["qa_prompt"] == "question-first"
     assert row["in_domain_ppl_change_percent"] == evaluation["comparison"]["in_domain_ppl_change_percent"]
     assert 0 < row["trainable_parameters"] < row["total_parameters"]
 

@@ -31,7 +31,9 @@ evaluation script computes them (scikit-learn's ``accuracy_score`` and
 ``f1_score(average="macro")``), from the ``evaluate`` metric modules shipped in
 ``lmcore/metrics`` (loaded from their local path, so they work offline), the
 majority-class baseline of the same records (55.2% = 276/500 on the test split:
-"yes") and the confusion matrix.
+"yes"), the confusion matrix, and the yes/no AUC (:func:`yes_no_auc`): whether the
+model's preference for "yes" over "no" depends on the question and abstract at all,
+whatever its bias towards one answer.
 """
 
 from __future__ import annotations
@@ -274,8 +276,9 @@ def evaluate_pubmedqa(
     Returns a JSON-ready dict: ``n``; ``accuracy`` and ``macro_f1`` (in [0, 1]) and ``f1_per_label``;
     ``majority_label``, ``majority_baseline`` (the accuracy of always answering the most frequent
     gold label; 0.552 on the test split) and ``majority_macro_f1``; ``confusion_matrix``
-    ``{gold: {prediction: count}}`` over yes/no/maybe; ``prediction_counts``;
-    ``truncated_prompts``; and ``predictions`` (the :func:`predict_decisions` dicts).
+    ``{gold: {prediction: count}}`` over yes/no/maybe; ``prediction_counts``; ``yes_no_auc``
+    (:func:`yes_no_auc`, None without both a gold "yes" and a gold "no"); ``truncated_prompts``;
+    and ``predictions`` (the :func:`predict_decisions` dicts).
     """
     records = list(records)
     if not records:
@@ -302,9 +305,32 @@ def evaluate_pubmedqa(
         "majority_macro_f1": f1_metric.compute(predictions=majority, references=golds)["macro_f1"],
         "confusion_matrix": confusion,
         "prediction_counts": {label: predicted.count(label) for label in DECISIONS},
+        "yes_no_auc": yes_no_auc(predictions),
         "truncated_prompts": sum(prediction["prompt_truncated"] for prediction in predictions),
         "predictions": predictions,
     }
+
+
+def yes_no_auc(predictions: Sequence[Mapping[str, Any]]) -> float | None:
+    """How well ``log p(yes) - log p(no)`` ranks the gold-"yes" records above the gold-"no" ones.
+
+    predictions: :func:`predict_decisions` dicts (``decision`` and ``log_likelihoods`` are used;
+        "maybe" records are left out).
+
+    Returns the area under the ROC curve: the share of (gold-yes, gold-no) pairs whose yes record
+    scores higher, ties counting half. 0.5 means the score does not depend on the record (any
+    constant bias, e.g. always answering "yes", gives 0.5); 1.0 separates the two classes
+    perfectly. None without at least one gold "yes" and one gold "no".
+    """
+    margins: dict[str, list[float]] = {"yes": [], "no": []}
+    for prediction in predictions:
+        if prediction["decision"] in margins:
+            scores = prediction["log_likelihoods"]
+            margins[prediction["decision"]].append(scores["yes"] - scores["no"])
+    if not margins["yes"] or not margins["no"]:
+        return None
+    wins = sum((yes > no) + 0.5 * (yes == no) for yes in margins["yes"] for no in margins["no"])
+    return wins / (len(margins["yes"]) * len(margins["no"]))
 
 
 def _gold_decision(record: Any) -> str:

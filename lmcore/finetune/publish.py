@@ -6,8 +6,8 @@
 is a Hub model, the adapter with fp16 weights and without the tokenizer (the base's
 tokenizer is used): about 2 MB for SmolLM2-135M at rank 16, where the merged model
 would be 540 MB. ``summarize_finetune_run`` gives one comparison row per run: method,
-steps, trainable parameters, time, memory, and the evaluation's perplexities and
-PubMedQA accuracy for the base and the fine-tuned model.
+steps, trainable parameters, time, memory, and the evaluation's perplexities,
+PubMedQA accuracy, macro-F1 and yes/no AUC for the base and the fine-tuned model.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmcore.eval.pubmedqa import yes_no_auc
+from lmcore.finetune.data import DEFAULT_QA_PROMPT
 from lmcore.io import atomic_write_json
+from lmcore.pretrained import ADAPTER_CONFIG
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluation.json")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def summarize_finetune_run(run_dir: str | Path) -> dict[str, Any]:
     steps = result["global_step"]
     method = config["method"] + (" + LoRA" if config["method"] == "dpo" and settings.get("lora") else "")
     row: dict[str, Any] = {
-        "run": run.name, "method": method, "mode": config["mode"], "base": config["base"], "steps": steps,
+        "run": run.name, "method": method, "mode": config["mode"],
+        "qa_prompt": settings.get("qa_prompt", DEFAULT_QA_PROMPT) if config["mode"] == "qa" else None,
+        "base": config["base"], "steps": steps,
         "batch_size": settings["batch_size"] * settings["gradient_accumulation_steps"], "train_examples": config["train_examples"],
         "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],
         "trainable_percent": parameters["trainable_percent"], "train_seconds": result["train_seconds"],
@@ -100,6 +104,8 @@ def summarize_finetune_run(run_dir: str | Path) -> dict[str, Any]:
     for role in ("base", "finetuned"):
         for metric in ("accuracy", "macro_f1"):
             row[f"{metric}_{role}"] = evaluation["pubmedqa"][role][metric] if evaluation else None
+        # From the predictions, so reports written before the AUC was part of them have it too.
+        row[f"yes_no_auc_{role}"] = yes_no_auc(evaluation["pubmedqa"][role]["predictions"]) if evaluation else None
     row["pubmedqa_n"] = evaluation["pubmedqa"]["n"] if evaluation else None
     row["majority_baseline"] = evaluation["pubmedqa"]["majority_baseline"] if evaluation else None
     row["evaluation_command"] = evaluation["meta"]["command"] if evaluation else None
@@ -111,22 +117,24 @@ def finetune_table(rows: list[dict[str, Any]]) -> str:
 
     def change(row: dict[str, Any], key: str, digits: int, scale: float = 1.0) -> str:
         base, tuned = row[f"{key}_base"], row[f"{key}_finetuned"]
-        if base is None:
+        if base is None or tuned is None:
             return "not evaluated"
         return f"{scale * base:.{digits}f} → {scale * tuned:.{digits}f}"
 
     lines = [
         "| run | method | steps × batch | trainable params | time | s/step | peak memory | in-domain ppl | "
-        "general ppl | PubMedQA accuracy % (n) | macro-F1 % |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|",
+        "general ppl | PubMedQA accuracy % (n) | macro-F1 % | yes/no AUC |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for row in rows:
         n = f" ({row['pubmedqa_n']}; majority {100 * row['majority_baseline']:.1f})" if row["pubmedqa_n"] else ""
+        mode = row["mode"] if row["qa_prompt"] in (None, DEFAULT_QA_PROMPT) else f"{row['mode']}, {row['qa_prompt']}"
         lines.append(
-            f"| {row['run']} | {row['method']} ({row['mode']}) | {row['steps']} × {row['batch_size']} | "
+            f"| {row['run']} | {row['method']} ({mode}) | {row['steps']} × {row['batch_size']} | "
             f"{row['trainable_parameters'] / 1e6:.2f}M ({row['trainable_percent']:.2f}%) | "
             f"{row['train_seconds'] / 60:.0f} min | {row['seconds_per_step']:.1f} | "
             f"{row['peak_memory_gib']:.2f} GiB ({row['memory_kind']}) | {change(row, 'in_domain_ppl', 2)} | "
-            f"{change(row, 'general_ppl', 2)} | {change(row, 'accuracy', 1, 100)}{n} | {change(row, 'macro_f1', 1, 100)} |"
+            f"{change(row, 'general_ppl', 2)} | {change(row, 'accuracy', 1, 100)}{n} | {change(row, 'macro_f1', 1, 100)} | "
+            f"{change(row, 'yes_no_auc', 2)} |"
         )
     return "\n".join(lines)
