@@ -113,7 +113,7 @@ def pubmedqa_prompt(state: AppState) -> tuple[str | None, str]:
     questions, message = load_test_questions(online=state.config.online)
     if not questions:
         return None, message
-    return qa_prompt_text(questions[0]), f"PubMedQA test question {questions[0].pubid}"
+    return qa_prompt_text(questions[0], state.pubmedqa_prompt_format), f"PubMedQA test question {questions[0].pubid}"
 
 
 # ----------------------------------------------------------------------------- timing

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lmcore.app.config import AppConfig
 from lmcore.app.pubmedqa import finetuned_prompt_format
+from lmcore.finetune.data import DEFAULT_QA_PROMPT
 from lmcore.app.registry import ModelRegistry, find_finetuned, finetuned_spec, pretrained_spec
 from lmcore.app.runs import discover_runs
 from lmcore.app.training import TrainingManager
@@ -46,7 +47,7 @@ class AppState:
     pubmedqa_finetuned: str | None  # registry name of its fine-tuned version, None when there is none
     finetuned_missing_reason: str  # why there is none
     pubmedqa_finetuned_path: Path | None = None  # its adapter or model folder
-    pubmedqa_prompt_format: str | None = None  # the QA prompt format it was trained with (None: the default)
+    pubmedqa_prompt_format: str = DEFAULT_QA_PROMPT  # the QA prompt format it was trained with
 
     @classmethod
     def create(cls, config: AppConfig) -> AppState:
@@ -76,7 +77,7 @@ class AppState:
         trainer = TrainingManager(config.train_dir, enabled=not config.space_mode, disabled_reason=disabled)
         shown_path = finetuned_path if finetuned_name else None
         return cls(config, registry, trainer, runs, base_spec.name, finetuned_name, reason, shown_path,
-                   finetuned_prompt_format(shown_path))
+                   finetuned_prompt_format(shown_path) or DEFAULT_QA_PROMPT)
 
     def refresh_runs(self) -> dict[str, RunInfo]:
         """Look for run folders again (new runs, finished runs) and update the model list."""

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lmcore.app.registry import ModelRegistry
+from lmcore.data import load_pubmedqa
+from lmcore.eval.pubmedqa import score_decisions
+from lmcore.finetune.data import DEFAULT_QA_PROMPT, QA_PROMPT_FORMATS, qa_prompt
 from lmcore.io import read_json_object
+from lmcore.paths import DATA_DIR_ENV, data_dir
 
 DECISIONS = ("yes", "no", "maybe")
 MAX_QUESTION_CHARS = 500
@@ -46,9 +50,6 @@ def load_test_questions(online: bool = True) -> tuple[list[Question], str]:
     ``online``: whether the Hub may be asked (without a local mirror). The outcome is cached,
     a failure too, so page loads do not retry a download that cannot succeed.
     """
-    from lmcore.data import load_pubmedqa
-    from lmcore.paths import DATA_DIR_ENV, data_dir
-
     typed = "type a question and its context instead."
     try:
         if not online and data_dir() is None:
@@ -102,19 +103,15 @@ def context_text(question: Question) -> str:
     return "\n\n".join(question.contexts)
 
 
-def qa_prompt_text(question: Question, prompt_format: str | None = None) -> str:
+def qa_prompt_text(question: Question, prompt_format: str = DEFAULT_QA_PROMPT) -> str:
     """The fine-tuning QA prompt (``Question: ...\\nContext: ...\\nAnswer:``, or another format of
-    ``lmcore.finetune.data.QA_PROMPT_FORMATS``; None: the default)."""
-    from lmcore.finetune.data import DEFAULT_QA_PROMPT, qa_prompt
-
-    record = {"question": question.question, "contexts": question.contexts}
-    return qa_prompt(record, prompt_format or DEFAULT_QA_PROMPT)
+    ``lmcore.finetune.data.QA_PROMPT_FORMATS``)."""
+    return qa_prompt({"question": question.question, "contexts": question.contexts}, prompt_format)
 
 
 def prompt_outline(prompt_format: str | None = None) -> str:
-    """The QA prompt format on one line with "…" for the texts, e.g. ``Question: … Context: … Answer:``."""
-    from lmcore.finetune.data import DEFAULT_QA_PROMPT, QA_PROMPT_FORMATS
-
+    """The QA prompt format (None: the default) on one line with "…" for the texts, e.g.
+    ``Question: … Context: … Answer:``."""
     return QA_PROMPT_FORMATS[prompt_format or DEFAULT_QA_PROMPT].format(question="…", context="…").replace("\n", " ")
 
 
@@ -132,17 +129,12 @@ def finetuned_prompt_format(finetuned: Path | None) -> str | None:
 
 
 def decision_probabilities(
-    registry: ModelRegistry, name: str, question: Question, prompt_format: str | None = None
+    registry: ModelRegistry, name: str, question: Question, prompt_format: str = DEFAULT_QA_PROMPT
 ) -> dict[str, float]:
-    """P(yes), P(no), P(maybe) from model ``name``; ModelUnavailable / RuntimeError with a reason."""
-    try:
-        from lmcore.eval.pubmedqa import score_decisions
-        from lmcore.finetune.data import DEFAULT_QA_PROMPT
-    except ImportError as error:
-        raise RuntimeError(f"yes/no/maybe scoring is not available yet ({error})") from error
+    """P(yes), P(no), P(maybe) from model ``name``; ModelUnavailable with a reason."""
     loaded = registry.get(name)
     probabilities = score_decisions(loaded.model, loaded.tokenizer, question.question, question.contexts,
-                                    prompt_format=prompt_format or DEFAULT_QA_PROMPT)  # fmt: skip
+                                    prompt_format=prompt_format)  # fmt: skip
     return {decision: float(probabilities[decision]) for decision in DECISIONS if decision in probabilities}
 
 
@@ -172,13 +164,12 @@ def answer_side_by_side(
     names: list[str | None],
     question: Question,
     missing_reasons: list[str] | None = None,
-    prompt_format: str | None = None,
+    prompt_format: str = DEFAULT_QA_PROMPT,
 ) -> Iterator[AnswerState]:
     """Score yes/no/maybe with each model, then stream their greedy answers side by side.
 
     names: the base model and the fine-tuned one (None when there is none; ``missing_reasons``
-    says why). prompt_format: the QA prompt format for both (the fine-tuned model's; None: the
-    default). Yields after each model is scored and whenever an answer grows; closing the
+    says why). prompt_format: the QA prompt format for both (the fine-tuned model's). Yields after each model is scored and whenever an answer grows; closing the
     generator stops the answers being written.
     """
     from lmcore.app.generation import Decoding, stream_side_by_side
